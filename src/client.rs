@@ -1,0 +1,1 @@
+//! The typed daemon client (to come).
