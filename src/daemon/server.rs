@@ -306,6 +306,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let daemon = Daemon::new(config)?;
+    // On stdout, for scripts and tests that listen on port 0.
+    println!("sandbox-daemon listening on {}", listener.local_addr()?);
     tracing::info!(
         listen = %listener.local_addr()?,
         boot_id = daemon.boot_id(),
