@@ -20,11 +20,13 @@ export DEBIAN_FRONTEND=noninteractive
 STEP="init"
 STARTED_PIDS=()   # processes started by this invocation; stopped again if start fails
 APT_UPDATED=0
+LOGS_FRESH=0      # the logs in the state dir are from this start (worth printing on failure)
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
 show_logs() {
   local f
+  [[ $LOGS_FRESH == 1 ]] || return 0
   for f in "$STATE_DIR/etcd.log" "$STATE_DIR/apiserver.log"; do
     if [[ -s $f ]]; then
       printf '%s: ---- last 30 lines of %s ----\n' "$PROG" "$f" >&2
@@ -36,10 +38,13 @@ show_logs() {
 # Undo a half-done start so a failed start never leaves stray processes behind.
 cleanup_started() {
   local pid
+  ((${#STARTED_PIDS[@]})) || return 0
+  log "stopping the processes this start launched: ${STARTED_PIDS[*]}"
   for pid in "${STARTED_PIDS[@]}"; do
     kill_pid "$pid" || true
   done
   STARTED_PIDS=()
+  rm -f "$STATE_DIR/etcd.pid" "$STATE_DIR/apiserver.pid"
 }
 
 die() {
@@ -96,17 +101,24 @@ kill_pid() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Use the configured port (must be free) or the first free one from a base.
+# pick_port VAR CONFIGURED BASE NAME [TAKEN...]: the configured port (must be
+# free) or the first free one from BASE, not in TAKEN. Sets VAR (no subshell, so
+# die() reports once).
 pick_port() {
-  local configured=$1 base=$2 name=$3 taken=${4:-} p
+  local var=$1 configured=$2 base=$3 name=$4 p
+  shift 4
+  local taken=" $* "
   if [[ -n $configured ]]; then
-    port_in_use "$configured" && die "$name port $configured (from the environment) is already in use"
-    echo "$configured"
+    ! port_in_use "$configured" || die "$name port $configured (from the environment) is already in use"
+    printf -v "$var" '%s' "$configured"
     return
   fi
   for ((p = base; p < base + 200; p++)); do
-    [[ " $taken " == *" $p "* ]] && continue
-    port_in_use "$p" || { echo "$p"; return; }
+    [[ $taken == *" $p "* ]] && continue
+    if ! port_in_use "$p"; then
+      printf -v "$var" '%s' "$p"
+      return
+    fi
   done
   die "no free $name port in $base..$((base + 199))"
 }
@@ -390,11 +402,15 @@ EOF
 # api METHOD PATH [BODY_FILE [CONTENT_TYPE]] -> sets HTTP_CODE, body in $STATE_DIR/last-response
 api() {
   local method=$1 path=$2 body=${3:-} ctype=${4:-application/json} pki=$STATE_DIR/pki
-  local -a args=(-sS -o "$STATE_DIR/last-response" -w '%{http_code}' --max-time 10
+  local -a args=(-sS -o "$STATE_DIR/last-response" -w '%{http_code}' --max-time 10 -A sandbox-cp
     --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" -X "$method")
   [[ -n $body ]] && args+=(-H "Content-Type: $ctype" --data-binary "@$body")
   HTTP_CODE=$(curl "${args[@]}" "https://127.0.0.1:$API_PORT$path" 2>/dev/null) || HTTP_CODE=000
 }
+
+# Does the last response contain STRING once whitespace is removed? (the API
+# server pretty-prints JSON for some user agents)
+resp_has() { tr -d ' \t\r\n' <"$STATE_DIR/last-response" | grep -qF -- "$1"; }
 
 load_ports() {
   [[ -f $STATE_DIR/ports.env ]] || return 1
@@ -443,7 +459,7 @@ EOF
 
   step "wait until the probe CRD is Established"
   until api GET "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/$crd" && [[ $HTTP_CODE == 200 ]] &&
-    grep -q '"type":"Established","status":"True"' "$STATE_DIR/last-response"; do
+    resp_has '"type":"Established","status":"True"'; do
     deadline_passed "$deadline" && die "timed out waiting for the probe CRD to become Established (HTTP $HTTP_CODE)"
     sleep 0.5
   done
@@ -456,7 +472,7 @@ EOF
     sleep 0.5
   done
   api GET "/apis/$group/v1/namespaces/default/probes"
-  if [[ $HTTP_CODE != 200 ]] || ! grep -q '"name":"probe"' "$STATE_DIR/last-response"; then
+  if [[ $HTTP_CODE != 200 ]] || ! resp_has '"name":"probe"'; then
     die "listing custom objects failed (HTTP $HTTP_CODE: $(head -c 400 "$STATE_DIR/last-response"))"
   fi
 
@@ -505,9 +521,9 @@ cmd_start() {
   gen_certs
 
   step "pick ports"
-  ETCD_PORT=$(pick_port "${SANDBOX_CP_ETCD_PORT:-}" 12379 etcd-client)
-  ETCD_PEER_PORT=$(pick_port "${SANDBOX_CP_ETCD_PEER_PORT:-}" 12380 etcd-peer "$ETCD_PORT")
-  API_PORT=$(pick_port "${SANDBOX_CP_API_PORT:-}" 16443 apiserver "$ETCD_PORT $ETCD_PEER_PORT")
+  pick_port ETCD_PORT "${SANDBOX_CP_ETCD_PORT:-}" 12379 etcd-client
+  pick_port ETCD_PEER_PORT "${SANDBOX_CP_ETCD_PEER_PORT:-}" 12380 etcd-peer "$ETCD_PORT"
+  pick_port API_PORT "${SANDBOX_CP_API_PORT:-}" 16443 apiserver "$ETCD_PORT" "$ETCD_PEER_PORT"
   printf 'API_PORT=%s\nETCD_PORT=%s\nETCD_PEER_PORT=%s\n' "$API_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" \
     >"$STATE_DIR/ports.env"
   write_kubeconfig
@@ -520,6 +536,7 @@ cmd_start() {
   chmod 700 "$STATE_DIR/etcd-data"
   : >"$STATE_DIR/etcd.log"
   : >"$STATE_DIR/apiserver.log"
+  LOGS_FRESH=1
   setsid "$ETCD_BIN" --name sandbox-cp --data-dir "$STATE_DIR/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \

@@ -245,7 +245,41 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(daemon.clone(), authenticate))
+        .layer(middleware::map_response(error_bodies))
         .with_state(daemon)
+}
+
+/// Gives every error response the `{error, code}` body, including the plain-text rejections
+/// axum's extractors produce on their own (body limit, bad query, ...).
+async fn error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        413 => ErrorCode::PayloadTooLarge,
+        s if s >= 500 => ErrorCode::InternalError,
+        _ => ErrorCode::InvalidRequest,
+    };
+    let text = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let message = if message.is_empty() {
+        status.to_string()
+    } else {
+        message
+    };
+    let mut response = ApiError::new(code, message).into_response();
+    *response.status_mut() = status;
+    response
 }
 
 /// Bearer-token check on every route but health and the OpenAPI document.
