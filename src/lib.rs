@@ -4,6 +4,8 @@
 //! - [`daemon`]: `sandbox-daemon`, the in-pod HTTP server.
 //! - [`client`]: the typed async client of the daemon API.
 
+pub mod api;
 pub mod client;
+pub mod controller;
 pub mod daemon;
 pub mod wire;

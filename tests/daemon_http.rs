@@ -370,6 +370,26 @@ async fn info_reports_counts_capabilities_and_a_boot_id_that_changes() {
     assert_eq!((again.running_processes, again.total_processes), (0, 1));
 }
 
+#[tokio::test]
+async fn openapi_document_is_served_and_matches_the_committed_copy() {
+    let d = Daemon::start();
+    let served = d.client.openapi().await.unwrap();
+    assert_eq!(served["openapi"], "3.1.0");
+    assert!(served["paths"]["/api/v1/processes"]["post"].is_object());
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/openapi/sandbox-daemon.json"
+        ))
+        .expect("openapi/sandbox-daemon.json is committed"),
+    )
+    .unwrap();
+    assert!(
+        served == committed,
+        "openapi/sandbox-daemon.json is stale: regenerate with `cargo run --bin sandbox-daemon -- --print-openapi > openapi/sandbox-daemon.json`"
+    );
+}
+
 /// The daemon as PID 1 of a fresh PID namespace (as in a container) reaps orphaned grandchildren.
 #[tokio::test]
 async fn as_pid_1_it_reaps_orphaned_grandchildren() {
@@ -426,4 +446,49 @@ async fn as_pid_1_it_reaps_orphaned_grandchildren() {
         status.success(),
         "daemon as PID 1 did not shut down cleanly: {status:?}"
     );
+}
+
+/// The client retries connection errors with backoff: a daemon that comes up a little late is
+/// still reached; an answered error is not retried.
+#[tokio::test]
+async fn client_retries_connection_errors_only() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let token_file = dir.path().join("token");
+    let client = Client::new(&format!("http://127.0.0.1:{port}"), Some(TOKEN.into())).unwrap();
+    let late = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        Command::new(env!("CARGO_BIN_EXE_sandbox-daemon"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--token-file"])
+            .arg(&token_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    let started = std::time::Instant::now();
+    let info = client
+        .info()
+        .await
+        .expect("retried until the daemon was up");
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+    let mut daemon = late.join().unwrap();
+    // 404 is an answer: one request, no retry loop (fast), typed error.
+    let t = std::time::Instant::now();
+    let err = client.get("999999").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    assert!(t.elapsed() < Duration::from_millis(200));
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    // Nothing listening at all: gives up with a connection error after its attempts. (A fresh
+    // client: a pooled keep-alive connection that died is *not* retried, since the request may
+    // already have been sent.)
+    let fresh = Client::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+    let err = fresh.health().await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
 }

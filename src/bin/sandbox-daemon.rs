@@ -52,6 +52,15 @@ struct Args {
     /// Create per-process cgroups under this directory instead of the daemon's own cgroup.
     #[arg(long, env = "SANDBOX_DAEMON_CGROUP_PARENT")]
     cgroup_parent: Option<PathBuf>,
+    /// Live PTY sessions allowed at once (POST /pty answers 429 beyond).
+    #[arg(long, env = "SANDBOX_DAEMON_MAX_PTY_SESSIONS", default_value_t = 64)]
+    max_pty_sessions: usize,
+    /// Grace between SIGHUP and SIGKILL when a PTY session is killed or expires.
+    #[arg(long, default_value_t = 2_000)]
+    pty_kill_grace_ms: u64,
+    /// How long ended PTY sessions stay queryable unless a create request says otherwise.
+    #[arg(long, default_value_t = 300)]
+    pty_retain_after_exit_secs: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SANDBOX_DAEMON_LOG_JSON")]
     log_json: bool,
@@ -133,6 +142,9 @@ fn config_from(args: Args) -> anyhow::Result<Config> {
         shutdown_grace_ms: args.shutdown_grace_ms,
         cgroups: !args.no_cgroups,
         cgroup_parent: args.cgroup_parent,
+        max_pty_sessions: args.max_pty_sessions,
+        pty_kill_grace_ms: args.pty_kill_grace_ms,
+        pty_retain_after_exit_secs: args.pty_retain_after_exit_secs,
         ..Config::default()
     })
 }

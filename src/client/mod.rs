@@ -2,6 +2,7 @@
 //! `Stream`s, and retries with backoff on connection errors only (a request that never reached
 //! the daemon is always safe to send again; anything else is the caller's call).
 
+mod pty;
 mod sse;
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
+pub use pty::{PtyAttach, PtyClose, PtyEvent, PtyExit};
 pub use sse::{SseEvent, SseParser};
 
 use crate::wire::{
@@ -34,6 +36,9 @@ pub enum ClientError {
     /// A response did not have the documented shape.
     #[error("unexpected response: {0}")]
     Decode(String),
+    /// A PTY WebSocket failed (after the handshake; refusals are `Api` errors).
+    #[error("websocket: {0}")]
+    WebSocket(String),
 }
 
 impl ClientError {
@@ -42,7 +47,7 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } | ClientError::Status { status, .. } => Some(*status),
             ClientError::Transport(e) => e.status(),
-            ClientError::Decode(_) => None,
+            ClientError::Decode(_) | ClientError::WebSocket(_) => None,
         }
     }
 

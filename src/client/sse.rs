@@ -32,6 +32,8 @@ impl SseParser {
             let mut event = SseEvent::default();
             let mut data: Vec<&str> = Vec::new();
             for line in text.lines() {
+                // CRLF endings: `lines()` leaves the `\r` of the block's last line.
+                let line = line.strip_suffix('\r').unwrap_or(line);
                 let (field, value) = match line.split_once(':') {
                     Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
                     None => (line, ""),

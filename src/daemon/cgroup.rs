@@ -2,38 +2,89 @@
 //! killed (its own leaf's `oom_kill` counter), and so a memory limit can be set per process.
 //!
 //! cgroup v2: the daemon moves itself into a leaf `daemon` (the "no internal processes" rule),
-//! enables the memory controller for its subtree, and puts each process into `proc-<handle>`.
-//! cgroup v1: each process gets `proc-<handle>` under the daemon's memory cgroup; the counter is
-//! `oom_kill` in `memory.oom_control`.
+//! enables the memory controller for its subtree, and each child joins its own leaf between
+//! fork and exec. cgroup v1: each child gets a leaf under the daemon's memory cgroup; the
+//! counter is `oom_kill` in `memory.oom_control`. v1 lets a single *thread* change cgroup, and a
+//! child starts in its parent thread's cgroup, so the spawning thread steps into the leaf around
+//! `posix_spawn`: no fork, which matters because fork of a multi-threaded daemon costs far more
+//! (page-table copies, copy-on-write faults) than the spawn itself.
+//!
+//! Leaves are made ahead of time by a background refill, so `mkdir` (tens of microseconds in
+//! the memory controller) is not on the start path.
 
-use std::fs;
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Which mechanism is in use.
+use tokio::sync::Notify;
+
+/// Leaves kept ready.
+const POOL_TARGET: usize = 16;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cgroups {
+enum Mode {
     V2 { base: PathBuf },
     V1 { base: PathBuf },
     None { reason: String },
 }
 
+/// The cgroup mechanism in use, and its pool of ready leaves.
+#[derive(Debug)]
+pub struct Cgroups {
+    mode: Mode,
+    /// v1: the daemon cgroup's `tasks`, to step the spawning thread back out of a leaf.
+    base_tasks: Option<File>,
+    pool: Mutex<Vec<Leaf>>,
+    next: AtomicU64,
+    pool_low: Notify,
+}
+
 impl Cgroups {
     /// Detects a writable cgroup hierarchy; `parent` overrides where leaves are created.
     pub fn detect(parent: Option<&Path>) -> Cgroups {
-        match Self::try_detect(parent) {
-            Ok(cg) => cg,
-            Err(e) => Cgroups::None {
-                reason: e.to_string(),
+        let mode = Self::try_detect(parent).unwrap_or_else(|e| Mode::None {
+            reason: e.to_string(),
+        });
+        let base_tasks = match &mode {
+            Mode::V1 { base } => OpenOptions::new().write(true).open(base.join("tasks")).ok(),
+            _ => None,
+        };
+        let mode = match (&mode, &base_tasks) {
+            (Mode::V1 { .. }, None) => Mode::None {
+                reason: "cannot write the daemon cgroup's tasks file".into(),
             },
+            _ => mode,
+        };
+        Self::with_mode(mode, base_tasks)
+    }
+
+    /// No cgroups at all.
+    pub fn disabled(reason: &str) -> Cgroups {
+        Self::with_mode(
+            Mode::None {
+                reason: reason.into(),
+            },
+            None,
+        )
+    }
+
+    fn with_mode(mode: Mode, base_tasks: Option<File>) -> Cgroups {
+        Cgroups {
+            mode,
+            base_tasks,
+            pool: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+            pool_low: Notify::new(),
         }
     }
 
-    fn try_detect(parent: Option<&Path>) -> io::Result<Cgroups> {
+    fn try_detect(parent: Option<&Path>) -> io::Result<Mode> {
         let own = fs::read_to_string("/proc/self/cgroup")?;
-        let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        if unified {
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             let rel = own
                 .lines()
                 .find_map(|l| l.strip_prefix("0::"))
@@ -43,7 +94,7 @@ impl Cgroups {
                 None => Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/')),
             };
             Self::setup_v2(&base)?;
-            return Ok(Cgroups::V2 { base });
+            return Ok(Mode::V2 { base });
         }
         let rel = own
             .lines()
@@ -60,23 +111,18 @@ impl Cgroups {
             Some(p) => p.to_path_buf(),
             None => Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/')),
         };
-        // Prove we can create, limit and remove a leaf before promising OOM detection.
+        // Prove we can create and remove a leaf with an OOM counter before promising detection.
         let probe = base.join(format!("probe-{}", std::process::id()));
         fs::create_dir(&probe)?;
-        let ok = fs::read_to_string(probe.join("memory.oom_control"))
-            .map(|s| s.contains("oom_kill "))
-            .and_then(|has| {
-                if has {
-                    Ok(())
-                } else {
-                    Err(io::Error::other(
-                        "memory.oom_control has no oom_kill counter",
-                    ))
-                }
-            });
+        let has_counter =
+            fs::read_to_string(probe.join("memory.oom_control")).map(|s| s.contains("oom_kill "));
         let _ = fs::remove_dir(&probe);
-        ok?;
-        Ok(Cgroups::V1 { base })
+        if !has_counter? {
+            return Err(io::Error::other(
+                "memory.oom_control has no oom_kill counter (kernel < 4.13)",
+            ));
+        }
+        Ok(Mode::V1 { base })
     }
 
     fn setup_v2(base: &Path) -> io::Result<()> {
@@ -104,50 +150,152 @@ impl Cgroups {
     }
 
     pub fn enabled(&self) -> bool {
-        !matches!(self, Cgroups::None { .. })
+        !matches!(self.mode, Mode::None { .. })
+    }
+
+    /// Why there are no cgroups, when there are none.
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::None { reason } => Some(reason),
+            _ => None,
+        }
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            Cgroups::V2 { .. } => "v2",
-            Cgroups::V1 { .. } => "v1",
-            Cgroups::None { .. } => "none",
+        match self.mode {
+            Mode::V2 { .. } => "v2",
+            Mode::V1 { .. } => "v1",
+            Mode::None { .. } => "none",
         }
     }
 
-    /// Creates the leaf for one process, with an optional memory limit.
-    pub fn create(&self, handle: u64, memory_limit: Option<u64>) -> io::Result<Option<Leaf>> {
-        let (base, v2) = match self {
-            Cgroups::V2 { base } => (base, true),
-            Cgroups::V1 { base } => (base, false),
-            Cgroups::None { .. } => return Ok(None),
-        };
-        let dir = base.join(format!("proc-{handle}-{}", std::process::id()));
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+    /// Whether children join their leaf by inheritance from the spawning thread (v1), rather
+    /// than by writing to `procs_fd` between fork and exec (v2).
+    pub fn joins_by_thread(&self) -> bool {
+        matches!(self.mode, Mode::V1 { .. })
+    }
+
+    /// A leaf for one process, with an optional memory limit.
+    pub fn create(&self, _handle: u64, memory_limit: Option<u64>) -> io::Result<Option<Leaf>> {
+        self.take_leaf(memory_limit)
+    }
+
+    /// A leaf for another kind of child (e.g. a PTY session).
+    pub fn create_named(&self, _name: &str, memory_limit: Option<u64>) -> io::Result<Option<Leaf>> {
+        self.take_leaf(memory_limit)
+    }
+
+    fn take_leaf(&self, memory_limit: Option<u64>) -> io::Result<Option<Leaf>> {
+        if !self.enabled() {
+            return Ok(None);
         }
+        let pooled = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let leaf = pool.pop();
+            if pool.len() < POOL_TARGET / 2 {
+                self.pool_low.notify_one();
+            }
+            leaf
+        };
+        let leaf = match pooled {
+            Some(leaf) => leaf,
+            None => self.make_leaf()?,
+        };
         if let Some(limit) = memory_limit {
-            let file = if v2 {
+            let file = if leaf.v2 {
                 "memory.max"
             } else {
                 "memory.limit_in_bytes"
             };
-            fs::write(dir.join(file), limit.to_string())?;
-            if !v2 {
+            fs::write(leaf.dir.join(file), limit.to_string())?;
+            if !leaf.v2 {
                 // Without this, v1 lets the process swap instead of being OOM-killed.
-                let _ = fs::write(dir.join("memory.swappiness"), "0");
+                let _ = fs::write(leaf.dir.join("memory.swappiness"), "0");
             }
         }
-        let procs = fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))?;
-        Ok(Some(Leaf {
+        Ok(Some(leaf))
+    }
+
+    fn make_leaf(&self) -> io::Result<Leaf> {
+        let (base, v2) = match &self.mode {
+            Mode::V2 { base } => (base, true),
+            Mode::V1 { base } => (base, false),
+            Mode::None { reason } => return Err(io::Error::other(reason.clone())),
+        };
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dir = base.join(format!("leaf-{}-{n}", std::process::id()));
+        fs::create_dir(&dir)?;
+        let open = |name: &str| OpenOptions::new().write(true).open(dir.join(name));
+        let procs = open("cgroup.procs")?;
+        let tasks = if v2 { None } else { Some(open("tasks")?) };
+        Ok(Leaf {
             dir,
             v2,
             procs: procs.into(),
-        }))
+            tasks,
+        })
+    }
+
+    /// Keeps the pool of ready leaves filled; runs for the daemon's lifetime.
+    pub async fn refill_forever(&self) {
+        if !self.enabled() {
+            return;
+        }
+        loop {
+            loop {
+                let len = self.pool.lock().unwrap_or_else(|e| e.into_inner()).len();
+                if len >= POOL_TARGET {
+                    break;
+                }
+                match self.make_leaf() {
+                    Ok(leaf) => self
+                        .pool
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(leaf),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot pre-create cgroup leaves");
+                        break;
+                    }
+                }
+            }
+            self.pool_low.notified().await;
+        }
+    }
+
+    /// Runs `spawn` with the calling thread inside `leaf` when joining by thread (v1), so the
+    /// child starts in the leaf; otherwise just runs it.
+    pub fn spawn_in<T>(
+        &self,
+        leaf: Option<&Leaf>,
+        spawn: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        let (Some(base_tasks), Some(tasks)) =
+            (&self.base_tasks, leaf.and_then(|l| l.tasks.as_ref()))
+        else {
+            return spawn();
+        };
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() }.to_string();
+        tasks.write_at(tid.as_bytes(), 0)?;
+        let result = spawn();
+        if let Err(e) = base_tasks.write_at(tid.as_bytes(), 0) {
+            // A thread stuck in a leaf would put later children in the wrong cgroup: loud.
+            tracing::error!(error = %e, "could not move the spawning thread back to the daemon cgroup");
+        }
+        result
+    }
+
+    /// Removes pooled leaves (at shutdown).
+    pub fn clear_pool(&self) {
+        for leaf in self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = leaf.remove();
+        }
     }
 }
 
@@ -157,10 +305,11 @@ pub struct Leaf {
     dir: PathBuf,
     v2: bool,
     procs: OwnedFd,
+    tasks: Option<File>,
 }
 
 impl Leaf {
-    /// The raw fd of `cgroup.procs`, for the child to join between fork and exec (writing "0"
+    /// The raw fd of `cgroup.procs`, for a child to join between fork and exec (writing "0"
     /// moves the writer itself); only async-signal-safe calls happen there.
     pub fn procs_fd(&self) -> i32 {
         self.procs.as_raw_fd()
@@ -168,10 +317,10 @@ impl Leaf {
 
     /// How many times the OOM killer has killed a process in this leaf.
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = if self.v2 {
-            ("memory.events.local", "oom_kill ")
+        let file = if self.v2 {
+            "memory.events.local"
         } else {
-            ("memory.oom_control", "oom_kill ")
+            "memory.oom_control"
         };
         let read = fs::read_to_string(self.dir.join(file)).or_else(|_| {
             // memory.events.local is missing on older v2 kernels.
@@ -180,7 +329,7 @@ impl Leaf {
         read.ok()
             .and_then(|text| {
                 text.lines()
-                    .find_map(|l| l.strip_prefix(key))
+                    .find_map(|l| l.strip_prefix("oom_kill "))
                     .and_then(|n| n.trim().parse().ok())
             })
             .unwrap_or(0)

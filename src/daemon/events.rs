@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::wire::{DaemonEvent, EventKind, ProcessInfo, now_ms};
+use crate::wire::{DaemonEvent, EventKind, ProcessInfo, PtySessionInfo, now_ms};
 
 #[derive(Debug)]
 struct Ring {
@@ -63,11 +63,15 @@ impl EventBus {
         self.publish(kind, Some(process), None);
     }
 
+    pub fn publish_session(&self, kind: EventKind, session: PtySessionInfo) {
+        self.publish(kind, None, Some(session));
+    }
+
     pub(crate) fn publish(
         &self,
         kind: EventKind,
         process: Option<ProcessInfo>,
-        session: Option<serde_json::Value>,
+        session: Option<PtySessionInfo>,
     ) {
         {
             let mut ring = self.lock();

@@ -19,6 +19,8 @@ use crate::wire::{
 };
 
 const SIGKILL: i32 = libc::SIGKILL;
+/// Largest pipe read buffer, reached by chatty children.
+const READ_BUFFER_MAX: usize = 256 << 10;
 /// A run that lasted this long resets the restart back-off.
 const STABLE_RUN: Duration = Duration::from_secs(10);
 
@@ -319,8 +321,13 @@ impl Daemon {
         } else {
             None
         };
-        let spawned = match spawn::spawn(&self.reaper, &process.spec, process.creds, leaf.as_ref())
-        {
+        let spawned = match spawn::spawn(
+            &self.reaper,
+            &self.cgroups,
+            &process.spec,
+            process.creds,
+            leaf.as_ref(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 if let Some(leaf) = leaf {
@@ -644,9 +651,19 @@ impl Daemon {
         }
         if process.is_running() {
             self.stop_run(process, run, StopReason::Api, Some(process.kill_grace_ms));
-            let mut version = process.version.subscribe();
-            let _ = version.wait_for(|_| !process.is_running()).await;
         }
+        // Wait until the old run is recorded *and* its supervisor has settled (it sees
+        // `stopped` and gives up); clearing `stopped` earlier could let it restart too.
+        let settled = |p: &Process| {
+            let st = p.state();
+            st.status != ProcessStatus::Running
+                && st
+                    .managed
+                    .as_ref()
+                    .is_none_or(|m| m.status == ManagedStatus::Stopped)
+        };
+        let mut version = process.version.subscribe();
+        let _ = version.wait_for(|_| settled(process)).await;
         process.update(|st| {
             if let Some(m) = st.managed.as_mut() {
                 m.stopped = false;
@@ -804,11 +821,15 @@ async fn read_pipe(fd: OwnedFd, process: Arc<Process>, stream: StreamKind, max_l
         }
     };
     let mut splitter = LineSplitter::new(max_line);
-    let mut buf = vec![0u8; 256 << 10];
+    // Most children print little: start small and grow only when reads fill the buffer.
+    let mut buf = vec![0u8; 8 << 10];
     loop {
         match receiver.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
+                if n == buf.len() && buf.len() < READ_BUFFER_MAX {
+                    buf.resize((buf.len() * 4).min(READ_BUFFER_MAX), 0);
+                }
                 let lines = splitter.feed(&buf[..n]);
                 if !lines.is_empty() {
                     process.output.push_lines(stream, now_ms(), lines);

@@ -9,6 +9,7 @@ mod lifecycle;
 mod openapi;
 pub mod output;
 mod persist;
+mod pty;
 pub mod reaper;
 mod routes;
 mod server;
@@ -55,6 +56,12 @@ pub struct Config {
     pub cgroups: bool,
     pub cgroup_parent: Option<PathBuf>,
     pub event_buffer: usize,
+    /// Live PTY sessions allowed at once (429 TOO_MANY_SESSIONS beyond).
+    pub max_pty_sessions: usize,
+    /// Between SIGHUP and SIGKILL when a PTY session is killed, expires or the daemon stops.
+    pub pty_kill_grace_ms: u64,
+    /// How long an ended PTY session stays queryable unless its create request says otherwise.
+    pub pty_retain_after_exit_secs: u64,
 }
 
 impl Default for Config {
@@ -73,7 +80,10 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             cgroups: true,
             cgroup_parent: None,
-            event_buffer: 65_536,
+            event_buffer: 4_096,
+            max_pty_sessions: 64,
+            pty_kill_grace_ms: 2_000,
+            pty_retain_after_exit_secs: 300,
         }
     }
 }
@@ -94,6 +104,7 @@ pub struct Daemon {
     pub(crate) reaper: Arc<Reaper>,
     pub(crate) cgroups: Cgroups,
     pub(crate) table: ProcessTable,
+    pub(crate) ptys: pty::PtyRegistry,
     pub(crate) events: EventBus,
     pub(crate) journal: Option<Journal>,
     pub(crate) keys: Mutex<HashMap<String, (u64, Keyed)>>,

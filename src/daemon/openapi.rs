@@ -6,18 +6,19 @@ use std::sync::LazyLock;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::routes::{files, processes, system};
+use super::routes::{files, processes, pty, system};
 use crate::wire;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "sandbox-daemon API", description = "The in-pod daemon of sandbox-operator: the Tensorlake sandbox daemon API plus additions (idempotency keys, labels, events, wait, bounded output, persistence)."),
+    info(title = "sandbox-daemon API", description = "The in-pod daemon of sandbox-operator: the Tensorlake sandbox daemon API plus additions (idempotency keys, labels, events, wait, bounded output, persistence, PTY session lifecycle)."),
     paths(
         processes::start, processes::run, processes::list, processes::get, processes::kill,
         processes::signal, processes::restart, processes::stdin, processes::stdin_close,
         processes::stdout, processes::stderr, processes::output,
         processes::stdout_follow, processes::stderr_follow, processes::output_follow,
         processes::wait,
+        pty::create, pty::list, pty::get, pty::resize, pty::kill, pty::attach,
         files::read, files::write, files::delete, files::list,
         system::health, system::info, system::events, system::openapi,
     ),

@@ -18,7 +18,7 @@ use super::events::EventBus;
 use super::lifecycle::StopReason;
 use super::persist::{Journal, Loaded, Record};
 use super::reaper::{self, Reaper};
-use super::routes::{files, processes, system};
+use super::routes::{files, processes, pty, system};
 use super::table::{ManagedState, Process, ProcessTable, RunState};
 use super::{ApiError, Config, Daemon, Keyed, random_id};
 use crate::wire::{ErrorCode, ExitReason, HealthStatus, ManagedStatus, ProcessStatus, now_ms};
@@ -32,11 +32,9 @@ impl Daemon {
         let cgroups = if config.cgroups {
             Cgroups::detect(config.cgroup_parent.as_deref())
         } else {
-            Cgroups::None {
-                reason: "disabled by --no-cgroups".into(),
-            }
+            Cgroups::disabled("disabled by --no-cgroups")
         };
-        if let Cgroups::None { reason } = &cgroups {
+        if let Some(reason) = cgroups.unavailable_reason() {
             tracing::warn!(%reason, "per-process cgroups unavailable: OOM kills will not be detected");
         }
         let (journal, loaded) = match &config.state_dir {
@@ -49,6 +47,7 @@ impl Daemon {
         let boot_id = random_id(8);
         let daemon = Arc::new(Daemon {
             table: ProcessTable::new(config.max_records),
+            ptys: super::pty::PtyRegistry::new(),
             events: EventBus::new(boot_id, config.event_buffer),
             reaper,
             cgroups,
@@ -62,6 +61,9 @@ impl Daemon {
         });
         daemon.restore(loaded)?;
         tokio::spawn(daemon.clone().sweep_leaves());
+        let refill = daemon.clone();
+        tokio::spawn(async move { refill.cgroups.refill_forever().await });
+        tokio::spawn(daemon.clone().expire_restored_ptys());
         Ok(daemon)
     }
 
@@ -132,6 +134,8 @@ impl Daemon {
                 spec: Box::new(spec),
             });
         }
+        // Before the keys are locked below: restoring sessions restores their keys too.
+        let pty_records = self.restore_ptys(&loaded.other);
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         for (key, (fingerprint, handle)) in loaded.keys {
             if self.table.get(handle).is_some() {
@@ -146,6 +150,8 @@ impl Daemon {
         for ((kind, id), value) in loaded.other {
             records.push(Record::Other { kind, id, value });
         }
+        // After the raw records, so the restored state (lost sessions ended) wins.
+        records.extend(pty_records);
         if let Some(journal) = &self.journal {
             journal.compact(records)?;
         }
@@ -166,6 +172,7 @@ impl Daemon {
     /// Stops every running process: the stop signal, then SIGKILL after the grace period.
     pub async fn stop_all(self: &Arc<Self>) {
         self.shutdown.send_replace(true);
+        self.end_all_ptys();
         let running: Vec<Arc<Process>> = self
             .table
             .all()
@@ -189,6 +196,7 @@ impl Daemon {
             let _ = tokio::time::timeout_at(deadline, version.wait_for(|_| !process.is_running()))
                 .await;
         }
+        self.wait_ptys_ended().await;
     }
 }
 
@@ -221,6 +229,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             get(processes::output_follow),
         )
         .route("/processes/{ref}/wait", get(processes::wait))
+        .route("/pty", post(pty::create).get(pty::list))
+        .route("/pty/{session_id}", get(pty::get).delete(pty::kill))
+        .route("/pty/{session_id}/resize", post(pty::resize))
+        .route("/pty/{session_id}/ws", get(pty::attach))
         .route("/files/list", get(files::list))
         .route("/health", get(system::health))
         .route("/info", get(system::info))
@@ -326,10 +338,16 @@ pub async fn serve(
         stopper.stop_all().await;
         let _ = stopped_tx.send(());
     };
+    use axum::serve::ListenerExt;
+    // Interactive traffic (keystroke echo over WebSocket) must not wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .await?;
     let _ = stopped_rx.await;
+    daemon.cgroups.clear_pool();
     tracing::info!("stopped");
     Ok(())
 }

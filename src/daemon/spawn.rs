@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use super::cgroup::{Leaf, join_from_child};
+use super::cgroup::{Cgroups, Leaf, join_from_child};
 use super::reaper::{Reaper, WaitStatus};
 use crate::wire::{OutputMode, StartProcessRequest, StdinMode, UserObject, UserSpec};
 
@@ -116,6 +116,7 @@ fn passwd_by_uid(uid: u32) -> Option<Credentials> {
 /// Starts the child described by `req`, in its own process group and (if given) cgroup leaf.
 pub fn spawn(
     reaper: &Reaper,
+    cgroups: &Cgroups,
     req: &StartProcessRequest,
     creds: Option<Credentials>,
     leaf: Option<&Leaf>,
@@ -140,7 +141,9 @@ pub fn spawn(
     };
     cmd.stdout(capture(req.stdout_mode));
     cmd.stderr(capture(req.stderr_mode));
-    if let Some(leaf) = leaf {
+    // v1: the child inherits the spawning thread's cgroup (see `Cgroups::spawn_in`), which keeps
+    // std on its posix_spawn fast path. v2: the child joins between fork and exec.
+    if let Some(leaf) = leaf.filter(|_| !cgroups.joins_by_thread()) {
         let fd = leaf.procs_fd();
         // SAFETY: only write(2) runs in the child, which is async-signal-safe.
         unsafe { cmd.pre_exec(move || join_from_child(fd)) };
@@ -163,7 +166,7 @@ pub fn spawn(
         };
     }
     let (mut child, exit) = reaper.spawn_registered(|| {
-        let child = cmd.spawn()?;
+        let child = cgroups.spawn_in(leaf, || cmd.spawn())?;
         Ok((child.id() as i32, child))
     })?;
     let stdout = child.stdout.take().map(OwnedFd::from);

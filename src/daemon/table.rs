@@ -66,6 +66,9 @@ pub struct Process {
     /// Bumped on every state change, so waiters can `wait_for` a condition.
     pub version: watch::Sender<u64>,
     pub stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    /// The serialized ProcessInfo of a finished record (it no longer changes), so listing
+    /// thousands of ended processes is a copy, not a re-serialization.
+    finished_json: Mutex<Option<bytes::Bytes>>,
 }
 
 impl Process {
@@ -88,6 +91,7 @@ impl Process {
             state: Mutex::new(state),
             version: watch::Sender::new(0),
             stdin: tokio::sync::Mutex::new(None),
+            finished_json: Mutex::new(None),
         }
     }
 
@@ -98,8 +102,35 @@ impl Process {
     /// Applies `change` to the state and wakes waiters.
     pub fn update<T>(&self, change: impl FnOnce(&mut RunState) -> T) -> T {
         let result = change(&mut self.state());
+        self.finished_json
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.version.send_modify(|v| *v += 1);
         result
+    }
+
+    /// The wire view as JSON; cached once the record is final (ended, output closed, not
+    /// waiting for a managed restart).
+    pub fn info_json(&self) -> bytes::Bytes {
+        if let Some(json) = self
+            .finished_json
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return json.clone();
+        }
+        let info = self.info();
+        let json = bytes::Bytes::from(serde_json::to_vec(&info).unwrap_or_default());
+        let settled = info
+            .managed
+            .as_ref()
+            .is_none_or(|m| m.status == ManagedStatus::Stopped);
+        if !info.is_running() && settled && self.output.is_closed(super::output::Selector::Both) {
+            *self.finished_json.lock().unwrap_or_else(|e| e.into_inner()) = Some(json.clone());
+        }
+        json
     }
 
     pub fn is_running(&self) -> bool {

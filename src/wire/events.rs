@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ProcessInfo;
+use super::{ProcessInfo, PtySessionInfo};
 
 /// What happened, in one `/events` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -32,7 +32,7 @@ pub struct DaemonEvent {
     pub process: Option<ProcessInfo>,
     /// The PTY session as it is after the change, for PTY events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session: Option<serde_json::Value>,
+    pub session: Option<PtySessionInfo>,
 }
 
 /// First event of every `/events` stream (SSE `event: hello`): who is talking, and whether the

@@ -8,12 +8,17 @@ mod error;
 mod events;
 mod files;
 mod process;
+pub mod pty;
 mod system;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use events::{DaemonEvent, EventKind, HelloEvent};
 pub use files::{FileEntry, FileList};
 pub use process::*;
+pub use pty::{
+    CreatePtyRequest, CreatePtyResponse, PTY_TOKEN_HEADER, PtyEndReason, PtySessionInfo,
+    PtySessionList, ResizePtyRequest,
+};
 pub use system::{Capabilities, HealthResponse, InfoResponse};
 
 /// Base path of every API route.

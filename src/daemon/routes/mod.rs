@@ -2,6 +2,7 @@
 
 pub mod files;
 pub mod processes;
+pub mod pty;
 pub mod system;
 
 use axum::http::HeaderMap;

@@ -1,0 +1,372 @@
+//! PTY benchmark against the real daemon (release build): keystroke round trip over the
+//! WebSocket versus the same round trip on a bare PTY pair (the floor), output throughput over
+//! one WebSocket, and daemon memory per idle session. Prints one JSON object.
+//!
+//! `cargo bench --bench pty`
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sandbox_operator::client::{Client, PtyAttach, PtyEvent};
+use sandbox_operator::wire::CreatePtyRequest;
+use serde_json::json;
+
+const ROUND_TRIPS: usize = 1000;
+const WARMUP: usize = 100;
+const THROUGHPUT_BYTES: usize = 50 * 1000 * 1000;
+const IDLE_SESSIONS: usize = 50;
+/// Raw mode: every byte reaches `cat` at once and comes back untranslated, without echo.
+const RAW_CAT: &str = "stty raw -echo; printf R; exec cat";
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path());
+    let result = runtime.block_on(run(&daemon));
+    daemon.stop();
+    println!("{}", serde_json::to_string_pretty(&result).unwrap());
+}
+
+/// Each measurement is repeated (the machine is shared and noisy); `PTY_BENCH_RUNS` overrides.
+fn runs() -> usize {
+    std::env::var("PTY_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
+/// The run whose `key` is the median.
+fn median_by(
+    mut results: Vec<serde_json::Value>,
+    key: impl Fn(&serde_json::Value) -> f64,
+) -> serde_json::Value {
+    results.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    results.swap_remove(results.len() / 2)
+}
+
+async fn run(daemon: &Daemon) -> serde_json::Value {
+    let client = Client::new(&daemon.base, Some(TOKEN.into())).unwrap();
+    let (mut ws, mut floor, mut ws_tp, mut floor_tp) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs() {
+        // Interleaved, so that both sides of each comparison see the same machine.
+        floor.push(
+            tokio::task::spawn_blocking(floor_round_trips)
+                .await
+                .unwrap(),
+        );
+        ws.push(ws_round_trips(&client).await);
+        floor_tp.push(json!(
+            tokio::task::spawn_blocking(floor_throughput).await.unwrap()
+        ));
+        ws_tp.push(ws_throughput(&client).await);
+    }
+    let p50 = |v: &serde_json::Value| v["p50"].as_f64().unwrap_or(f64::MAX);
+    let mb_s = |v: &serde_json::Value| v["mb_s"].as_f64().unwrap_or(v.as_f64().unwrap_or(0.0));
+    let idle = idle_memory(&client, daemon.pid()).await;
+    json!({
+        "runs": runs(),
+        "round_trip_us": {
+            "websocket": median_by(ws.clone(), p50),
+            "bare_pty_floor": median_by(floor.clone(), p50),
+            "websocket_p50_each_run": ws.iter().map(p50).collect::<Vec<_>>(),
+            "bare_pty_floor_p50_each_run": floor.iter().map(p50).collect::<Vec<_>>(),
+        },
+        "throughput_mb_s": {
+            "websocket": median_by(ws_tp.clone(), mb_s),
+            "bare_pty_floor": median_by(floor_tp.clone(), mb_s),
+            "websocket_each_run": ws_tp.iter().map(mb_s).collect::<Vec<_>>(),
+            "bare_pty_floor_each_run": floor_tp.iter().map(mb_s).collect::<Vec<_>>(),
+            "bytes": THROUGHPUT_BYTES,
+        },
+        "idle_session_memory": idle,
+        "targets": {"p50_round_trip_us": 80, "throughput_mb_s": 200, "idle_session_kib": 1536},
+    })
+}
+
+// ---- round trips ----
+
+fn percentiles(mut samples: Vec<Duration>) -> serde_json::Value {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        (samples[i].as_nanos() as f64 / 100.0).round() / 10.0
+    };
+    json!({"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": at(1.0), "n": samples.len()})
+}
+
+async fn ws_round_trips(client: &Client) -> serde_json::Value {
+    let created = client.create_pty(&sh(RAW_CAT)).await.unwrap();
+    let mut attach = client
+        .attach_pty(&created.session_id, &created.token)
+        .await
+        .unwrap();
+    read_exact(&mut attach, 1).await;
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let start = Instant::now();
+        attach.send_input([b'a' + (i % 26) as u8]).await.unwrap();
+        read_exact(&mut attach, 1).await;
+        if i >= WARMUP {
+            samples.push(start.elapsed());
+        }
+    }
+    client.kill_pty(&created.session_id).await.unwrap();
+    percentiles(samples)
+}
+
+async fn read_exact(attach: &mut PtyAttach, n: usize) {
+    let mut got = 0;
+    while got < n {
+        match attach.read().await.unwrap() {
+            PtyEvent::Output(bytes) => got += bytes.len(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// The same round trip on a PTY pair owned by this process: write a byte to the master, read
+/// the byte `cat` writes back.
+fn floor_round_trips() -> serde_json::Value {
+    let (master, _child) = bare_pty(RAW_CAT);
+    let mut byte = [0u8; 1];
+    read_blocking(&master, &mut byte);
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let start = Instant::now();
+        write_blocking(&master, &[b'a' + (i % 26) as u8]);
+        read_blocking(&master, &mut byte);
+        if i >= WARMUP {
+            samples.push(start.elapsed());
+        }
+    }
+    percentiles(samples)
+}
+
+// ---- throughput ----
+
+fn flood_script() -> String {
+    format!("stty raw -echo; printf R; read x; head -c {THROUGHPUT_BYTES} /dev/zero")
+}
+
+async fn ws_throughput(client: &Client) -> serde_json::Value {
+    let created = client.create_pty(&sh(&flood_script())).await.unwrap();
+    let mut attach = client
+        .attach_pty(&created.session_id, &created.token)
+        .await
+        .unwrap();
+    read_exact(&mut attach, 1).await;
+    let start = Instant::now();
+    attach.send_input("\n").await.unwrap();
+    let mut bytes = 0usize;
+    let mut frames = 0usize;
+    let close = loop {
+        match attach.read().await.unwrap() {
+            PtyEvent::Output(chunk) => {
+                bytes += chunk.len();
+                frames += 1;
+            }
+            PtyEvent::Exit(_) => {}
+            PtyEvent::Closed(close) => break close,
+        }
+    };
+    let elapsed = start.elapsed();
+    json!({
+        "mb_s": ((bytes as f64 / 1e6 / elapsed.as_secs_f64()) * 10.0).round() / 10.0,
+        "received_bytes": bytes,
+        "frames": frames,
+        "seconds": elapsed.as_secs_f64(),
+        "close": format!("{:?} {}", close.code, close.reason),
+    })
+}
+
+fn floor_throughput() -> f64 {
+    let (master, _child) = bare_pty(&flood_script());
+    let mut buf = vec![0u8; 64 << 10];
+    read_blocking(&master, &mut buf[..1]);
+    let start = Instant::now();
+    write_blocking(&master, b"\n");
+    let mut total = 0usize;
+    while total < THROUGHPUT_BYTES {
+        // SAFETY: read(2) into a valid buffer.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        total += n as usize;
+    }
+    (total as f64 / 1e6 / start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+}
+
+// ---- memory ----
+
+async fn idle_memory(client: &Client, daemon_pid: i32) -> serde_json::Value {
+    // One session first, so one-time allocations (runtime, journal, cgroup probing) are not
+    // charged to the sessions.
+    let warm = client.create_pty(&bash()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.kill_pty(&warm.session_id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(daemon_pid);
+    let mut ids = Vec::new();
+    for _ in 0..IDLE_SESSIONS {
+        ids.push(client.create_pty(&bash()).await.unwrap().session_id);
+    }
+    // Let every shell print its prompt.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(daemon_pid);
+    for id in &ids {
+        client.kill_pty(id).await.unwrap();
+    }
+    let per = (after as f64 - before as f64) / IDLE_SESSIONS as f64;
+    json!({
+        "sessions": IDLE_SESSIONS,
+        "daemon_rss_before_kib": before,
+        "daemon_rss_after_kib": after,
+        "per_session_kib": (per * 10.0).round() / 10.0,
+    })
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+// ---- helpers ----
+
+fn sh(script: &str) -> CreatePtyRequest {
+    CreatePtyRequest {
+        command: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        idle_timeout_secs: Some(0),
+        ..Default::default()
+    }
+}
+
+fn bash() -> CreatePtyRequest {
+    let mut req = CreatePtyRequest {
+        command: "bash".into(),
+        args: vec!["--norc".into(), "--noprofile".into(), "-i".into()],
+        idle_timeout_secs: Some(0),
+        ..Default::default()
+    };
+    req.env.insert("PS1".into(), "$ ".into());
+    req
+}
+
+/// A PTY pair with `sh -c script` on the slave (blocking master).
+fn bare_pty(script: &str) -> (OwnedFd, Child) {
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two fds into the out-pointers.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: fresh fds from openpty.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    let fd = master.as_raw_fd();
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::close(fd);
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            Ok(())
+        })
+    };
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    (master, child)
+}
+
+fn read_blocking(fd: &OwnedFd, buf: &mut [u8]) {
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: read(2) into a valid buffer.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        assert!(n > 0, "read: {}", std::io::Error::last_os_error());
+        got += n as usize;
+    }
+}
+
+fn write_blocking(fd: &OwnedFd, data: &[u8]) {
+    // SAFETY: write(2) from a valid buffer.
+    let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+    assert_eq!(n, data.len() as isize);
+}
+
+// ---- the daemon ----
+
+const TOKEN: &str = "bench-token-0123456789";
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Daemon {
+    fn start(dir: &std::path::Path) -> Daemon {
+        std::fs::write(dir.join("token"), TOKEN).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox-daemon"))
+            .args(["--listen", "127.0.0.1:0", "--token-file"])
+            .arg(dir.join("token"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--files-root")
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn sandbox-daemon");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("sandbox-daemon listening on ")
+            .unwrap_or_else(|| panic!("no address from the daemon: {line:?}"))
+            .to_owned();
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: kill(2).
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,3 @@
+//! The operator: reconcilers, target resolution, the shared daemon event streams.
+
+pub mod daemons;
