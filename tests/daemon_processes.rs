@@ -603,6 +603,11 @@ async fn restarted_daemon_keeps_exited_records_and_marks_lost_ones() {
     let lost = d.client.get(&running.pid.to_string()).await.unwrap();
     assert!(!lost.is_running());
     assert_eq!(lost.exit_reason, Some(ExitReason::Lost));
+    // The journal (which can hold PTY tokens) is private to the daemon's user.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.state_dir()), 0o700);
+    assert_eq!(mode(d.state_dir().join("state.jsonl")), 0o600);
     // New handles continue after the old ones.
     let next = d.start_cmd("true", &[]).await;
     assert!(next.handle > running.handle);

@@ -1,5 +1,5 @@
 //! `sandbox-operator`: the Kubernetes operator. `crd` prints (or writes) the CustomResourceDefinitions;
-//! `run` will start the reconcilers (separate work).
+//! `run` runs the reconcilers (see `sandbox_operator::controller::run`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +27,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
-    /// Run the operator (not implemented yet).
-    Run,
+    /// Run the operator: reconcile SandboxProcess objects until SIGTERM.
+    Run {
+        #[command(flatten)]
+        config: sandbox_operator::controller::Config,
+        /// Log as JSON lines instead of text.
+        #[arg(long, env = "SANDBOX_OPERATOR_LOG_JSON")]
+        log_json: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -42,14 +48,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run => {
-            eprintln!("sandbox-operator run: not yet implemented");
-            ExitCode::from(2)
+        Command::Run { config, log_json } => {
+            init_logging(log_json);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("sandbox-operator run: cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(sandbox_operator::controller::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("sandbox-operator run: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Version => {
             println!("sandbox-operator {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// Log level from `RUST_LOG` (default `info`), text or JSON lines, to stderr.
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 

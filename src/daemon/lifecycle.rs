@@ -413,7 +413,12 @@ impl Daemon {
         };
         let Ok(status) = status else { return };
         self.record_exit(&process, status, started.elapsed());
-        if let Some(delay) = self.plan_restart(&process) {
+        let restart = self.plan_restart(&process);
+        // Published after the restart decision, so watchers see the settled managed status
+        // (backing_off or stopped), not the one of the run that just ended.
+        self.events
+            .publish_process(EventKind::ProcessExited, process.info());
+        if let Some(delay) = restart {
             let mut version = process.version.subscribe();
             let stopped = |p: &Process| p.state().managed.as_ref().is_none_or(|m| m.stopped);
             tokio::select! {
@@ -428,6 +433,9 @@ impl Daemon {
                     }
                 });
                 self.persist(&process);
+                // Supervision gave up during the back-off: tell watchers it is final.
+                self.events
+                    .publish_process(EventKind::ProcessExited, process.info());
                 return;
             }
             self.relaunch(&process);
@@ -497,8 +505,6 @@ impl Daemon {
             stdin.take();
         }
         self.persist(process);
-        self.events
-            .publish_process(EventKind::ProcessExited, process.info());
     }
 
     /// Decides whether (and after how long) a managed process restarts.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -56,6 +57,8 @@ impl Journal {
     /// Loads the journal in `dir` (creating it), compacts it, and opens it for appending.
     pub fn open(dir: &Path) -> std::io::Result<(Journal, Loaded)> {
         fs::create_dir_all(dir)?;
+        // The journal can hold PTY attach tokens (to replay idempotent creates): owner only.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         let path = dir.join(Self::FILE);
         let mut loaded = Loaded::default();
         if let Ok(file) = File::open(&path) {
@@ -91,7 +94,7 @@ impl Journal {
             }
         }
         let journal = Journal {
-            file: Mutex::new(BufWriter::new(File::create(dir.join("state.jsonl.tmp"))?)),
+            file: Mutex::new(BufWriter::new(private_file(&dir.join("state.jsonl.tmp"))?)),
             path,
         };
         Ok((journal, loaded))
@@ -100,7 +103,7 @@ impl Journal {
     /// Writes the compacted state and swaps it in as the live journal.
     pub fn compact(&self, records: impl IntoIterator<Item = Record>) -> std::io::Result<()> {
         let tmp = self.path.with_extension("jsonl.tmp");
-        let mut out = BufWriter::new(File::create(&tmp)?);
+        let mut out = BufWriter::new(private_file(&tmp)?);
         for record in records {
             serde_json::to_writer(&mut out, &record)?;
             out.write_all(b"\n")?;
@@ -125,4 +128,17 @@ impl Journal {
             tracing::warn!(error = %e, "could not persist state");
         }
     }
+}
+
+/// Creates (truncating) a file only its owner can read.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` only applies to a new file; an older one keeps its bits unless told.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }

@@ -32,17 +32,24 @@ pub fn write_event(buf: &mut BytesMut, event: Option<&str>, id: Option<u64>, dat
     buf.extend_from_slice(b"\n\n");
 }
 
-/// Appends one output line as `{"line","timestamp","stream"}`.
+/// Appends one output line as `{"line","timestamp","stream"}`, written straight into `buf`:
+/// a busy follow stream formats millions of these a second.
 pub fn write_line(buf: &mut BytesMut, event: Option<&str>, line: &Line) {
-    let mut data = Vec::with_capacity(line.text.len() + 64);
-    data.extend_from_slice(b"{\"line\":");
-    write_json_string(&mut data, &line.text);
-    data.extend_from_slice(b",\"timestamp\":");
-    data.extend_from_slice(itoa::Buffer::new().format(line.timestamp).as_bytes());
-    data.extend_from_slice(b",\"stream\":\"");
-    data.extend_from_slice(line.stream.as_str().as_bytes());
-    data.extend_from_slice(b"\"}");
-    write_event(buf, event, Some(line.seq), &data);
+    buf.reserve(line.text.len() + 128);
+    if let Some(event) = event {
+        buf.extend_from_slice(b"event: ");
+        buf.extend_from_slice(event.as_bytes());
+        buf.extend_from_slice(b"\n");
+    }
+    buf.extend_from_slice(b"id: ");
+    buf.extend_from_slice(itoa::Buffer::new().format(line.seq).as_bytes());
+    buf.extend_from_slice(b"\ndata: {\"line\":");
+    write_json_string(buf, &line.text);
+    buf.extend_from_slice(b",\"timestamp\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(line.timestamp).as_bytes());
+    buf.extend_from_slice(b",\"stream\":\"");
+    buf.extend_from_slice(line.stream.as_str().as_bytes());
+    buf.extend_from_slice(b"\"}\n\n");
 }
 
 /// A comment line: ignored by every SSE client, used for keep-alives and notes.
@@ -57,18 +64,19 @@ pub fn take(buf: &mut BytesMut) -> Bytes {
 }
 
 /// Writes `text` as a JSON string, decoding invalid UTF-8 lossily (U+FFFD).
-pub fn write_json_string(out: &mut Vec<u8>, text: &[u8]) {
+pub fn write_json_string(out: &mut BytesMut, text: &[u8]) {
     let clean = !text
         .iter()
         .any(|&b| b < 0x20 || b == b'"' || b == b'\\' || b >= 0x80);
     if clean {
         // The common case (ASCII without escapes) needs no encoder.
-        out.push(b'"');
+        out.extend_from_slice(b"\"");
         out.extend_from_slice(text);
-        out.push(b'"');
+        out.extend_from_slice(b"\"");
     } else {
         let decoded = String::from_utf8_lossy(text);
-        let _ = serde_json::to_writer(&mut *out, decoded.as_ref());
+        let encoded = serde_json::to_vec(decoded.as_ref()).unwrap_or_default();
+        out.extend_from_slice(&encoded);
     }
 }
 

@@ -142,7 +142,7 @@ impl RunStream {
             version.borrow_and_update();
             let batch = process
                 .output
-                .read_after(Selector::Both, self.cursor, 256 << 10);
+                .read_after(Selector::Both, self.cursor, FOLLOW_BATCH_BYTES);
             if let Some(last) = batch.lines.last() {
                 self.cursor = last.seq;
                 for line in &batch.lines {
@@ -513,6 +513,9 @@ fn follow(
     Ok((sse::headers(), Body::from_stream(stream)).into_response())
 }
 
+/// Line bytes per follow chunk: big chunks keep per-chunk costs (syscalls, wake-ups) small.
+const FOLLOW_BATCH_BYTES: usize = 1 << 20;
+
 struct FollowStream {
     process: Arc<Process>,
     selector: Selector,
@@ -534,7 +537,7 @@ impl FollowStream {
             notified.as_mut().enable();
             let batch = process
                 .output
-                .read_after(self.selector, self.cursor, 256 << 10);
+                .read_after(self.selector, self.cursor, FOLLOW_BATCH_BYTES);
             if batch.skipped {
                 sse::write_comment(
                     &mut buf,
