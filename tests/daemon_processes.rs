@@ -592,6 +592,7 @@ async fn restarted_daemon_keeps_exited_records_and_marks_lost_ones() {
     let done = d.client.start(&sh("exit 7")).await.unwrap();
     d.wait_end(done.pid).await;
     let running = d.start_cmd("sleep", &["100"]).await;
+    let old_tag = std::fs::read_to_string(d.state_dir().join("cgroup-tag")).unwrap_or_default();
     // SIGKILL: the daemon gets no chance to stop its children or write anything more.
     d.restart(libc::SIGKILL);
     let done_after = d.client.get(&done.pid.to_string()).await.unwrap();
@@ -603,6 +604,29 @@ async fn restarted_daemon_keeps_exited_records_and_marks_lost_ones() {
     let lost = d.client.get(&running.pid.to_string()).await.unwrap();
     assert!(!lost.is_running());
     assert_eq!(lost.exit_reason, Some(ExitReason::Lost));
+    // The SIGKILLed incarnation's pooled (empty) cgroup leaves were swept by the new one.
+    if let Some(base) = cgroup_base(d.pid()) {
+        assert!(
+            !old_tag.is_empty(),
+            "the daemon records its cgroup tag in the state dir"
+        );
+        let prefix = format!("leaf-{old_tag}-");
+        let left: Vec<String> = std::fs::read_dir(&base)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        // Only busy leaves may stay (the orphaned `sleep` still runs in its own).
+        for name in &left {
+            let procs = std::fs::read_to_string(base.join(name).join("cgroup.procs")).unwrap();
+            assert!(
+                !procs.trim().is_empty(),
+                "empty stale leaf {name} in {base:?} was not swept"
+            );
+        }
+        assert!(left.len() <= 1, "stale leaves in {base:?}: {left:?}");
+    }
     // The journal (which can hold PTY tokens) is private to the daemon's user.
     use std::os::unix::fs::PermissionsExt;
     let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -781,4 +805,24 @@ async fn orphans_of_exited_processes_are_reaped() {
         || async { zombie_children(d.pid()).is_empty().then_some(()) },
     )
     .await;
+}
+
+/// Where the daemon `pid` makes its per-process cgroup leaves (v1 memory hierarchy, or the
+/// parent of its own v2 leaf), if it uses cgroups.
+fn cgroup_base(pid: i32) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let own = std::path::Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+        return own.parent().map(|p| p.to_path_buf());
+    }
+    let rel = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })?;
+    Some(std::path::Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/')))
 }

@@ -24,6 +24,8 @@ use tokio::sync::Notify;
 
 /// Leaves kept ready.
 const POOL_TARGET: usize = 16;
+/// Recycled leaves kept beyond this are removed instead.
+const POOL_MAX: usize = 4 * POOL_TARGET;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
@@ -36,6 +38,7 @@ enum Mode {
 #[derive(Debug)]
 pub struct Cgroups {
     mode: Mode,
+    tag: String,
     /// v1: the daemon cgroup's `tasks`, to step the spawning thread back out of a leaf.
     base_tasks: Option<File>,
     pool: Mutex<Vec<Leaf>>,
@@ -72,9 +75,38 @@ impl Cgroups {
         )
     }
 
+    /// This incarnation's leaf-name tag (random per start), so leaves of different daemons and
+    /// of different runs of one daemon never collide or get confused.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Removes the empty leaves an earlier run of this daemon (named by its `tag`) left behind:
+    /// a daemon killed with SIGKILL never clears its pool. Only that run's leaves are touched,
+    /// never those of other daemons sharing the parent cgroup; busy leaves stay.
+    pub fn sweep_previous(&self, tag: &str) -> usize {
+        let base = match &self.mode {
+            Mode::V2 { base } | Mode::V1 { base } => base,
+            Mode::None { .. } => return 0,
+        };
+        if tag.is_empty() || tag == self.tag {
+            return 0;
+        }
+        let prefix = format!("leaf-{tag}-");
+        let Ok(entries) = fs::read_dir(base) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter(|e| fs::remove_dir(e.path()).is_ok())
+            .count()
+    }
+
     fn with_mode(mode: Mode, base_tasks: Option<File>) -> Cgroups {
         Cgroups {
             mode,
+            tag: super::random_id(4),
             base_tasks,
             pool: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
@@ -191,7 +223,11 @@ impl Cgroups {
         }
         let pooled = {
             let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            let leaf = pool.pop();
+            // A pooled leaf someone removed from outside is skipped, not handed out.
+            let mut leaf = pool.pop();
+            while leaf.as_ref().is_some_and(|l| !l.dir.exists()) {
+                leaf = pool.pop();
+            }
             if pool.len() < POOL_TARGET / 2 {
                 self.pool_low.notify_one();
             }
@@ -201,19 +237,44 @@ impl Cgroups {
             Some(leaf) => leaf,
             None => self.make_leaf()?,
         };
+        let mut leaf = leaf;
         if let Some(limit) = memory_limit {
-            let file = if leaf.v2 {
-                "memory.max"
-            } else {
-                "memory.limit_in_bytes"
-            };
-            fs::write(leaf.dir.join(file), limit.to_string())?;
+            fs::write(leaf.dir.join(leaf.limit_file()), limit.to_string())?;
+            leaf.limited = true;
             if !leaf.v2 {
                 // Without this, v1 lets the process swap instead of being OOM-killed.
                 let _ = fs::write(leaf.dir.join("memory.swappiness"), "0");
             }
         }
         Ok(Some(leaf))
+    }
+
+    /// Takes back the leaf of a child that ended. An empty leaf goes back to the pool (its
+    /// limit lifted, its OOM counter remembered as the new baseline), which saves a `mkdir` and
+    /// an `rmdir` per process; a leaf still holding descendants is handed back as `Err` to be
+    /// removed later.
+    pub fn recycle(&self, mut leaf: Leaf) -> Result<(), Leaf> {
+        let empty =
+            fs::read_to_string(leaf.dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+        if !empty {
+            return Err(leaf);
+        }
+        if leaf.limited {
+            let unlimited = if leaf.v2 { "max" } else { "-1" };
+            if fs::write(leaf.dir.join(leaf.limit_file()), unlimited).is_err() {
+                return leaf.remove().map_err(|_| leaf);
+            }
+            leaf.limited = false;
+        }
+        leaf.oom_baseline = leaf.oom_count();
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(leaf);
+            Ok(())
+        } else {
+            drop(pool);
+            leaf.remove().map_err(|_| leaf)
+        }
     }
 
     fn make_leaf(&self) -> io::Result<Leaf> {
@@ -223,7 +284,7 @@ impl Cgroups {
             Mode::None { reason } => return Err(io::Error::other(reason.clone())),
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("leaf-{}-{n}", std::process::id()));
+        let dir = base.join(format!("leaf-{}-{n}", self.tag));
         fs::create_dir(&dir)?;
         let open = |name: &str| OpenOptions::new().write(true).open(dir.join(name));
         let procs = open("cgroup.procs")?;
@@ -233,6 +294,8 @@ impl Cgroups {
             v2,
             procs: procs.into(),
             tasks,
+            limited: false,
+            oom_baseline: 0,
         })
     }
 
@@ -306,6 +369,10 @@ pub struct Leaf {
     v2: bool,
     procs: OwnedFd,
     tasks: Option<File>,
+    /// A memory limit is set (and must be lifted before the leaf is reused).
+    limited: bool,
+    /// The OOM counter when this leaf was (re)issued: a recycled leaf keeps its history.
+    oom_baseline: u64,
 }
 
 impl Leaf {
@@ -315,8 +382,21 @@ impl Leaf {
         self.procs.as_raw_fd()
     }
 
-    /// How many times the OOM killer has killed a process in this leaf.
+    fn limit_file(&self) -> &'static str {
+        if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        }
+    }
+
+    /// How many times the OOM killer has killed a process in this leaf since it was issued.
     pub fn oom_kills(&self) -> u64 {
+        self.oom_count().saturating_sub(self.oom_baseline)
+    }
+
+    /// The leaf's lifetime OOM-kill counter.
+    fn oom_count(&self) -> u64 {
         let file = if self.v2 {
             "memory.events.local"
         } else {

@@ -492,7 +492,7 @@ impl Daemon {
                 }
             }
             if let Some(leaf) = st.leaf.take() {
-                if leaf.remove().is_err() {
+                if let Err(leaf) = self.cgroups.recycle(leaf) {
                     self.leftover_leaves
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

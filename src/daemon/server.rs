@@ -34,6 +34,17 @@ impl Daemon {
         } else {
             Cgroups::disabled("disabled by --no-cgroups")
         };
+        if let Some(dir) = &config.state_dir {
+            // The previous run's leaves are known by the tag it recorded here.
+            let tag_file = dir.join("cgroup-tag");
+            let previous = std::fs::read_to_string(&tag_file).unwrap_or_default();
+            let swept = cgroups.sweep_previous(previous.trim());
+            if swept > 0 {
+                tracing::info!(swept, "removed empty cgroup leaves of the previous run");
+            }
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(&tag_file, cgroups.tag())?;
+        }
         if let Some(reason) = cgroups.unavailable_reason() {
             tracing::warn!(%reason, "per-process cgroups unavailable: OOM kills will not be detected");
         }

@@ -208,7 +208,7 @@ impl Daemon {
             if let Some(leaf) = st.leaf.take() {
                 // Background jobs left behind get the terminal's hang-up below, as in any
                 // terminal; the leaf goes once they are gone.
-                if leaf.remove().is_err() {
+                if let Err(leaf) = self.cgroups.recycle(leaf) {
                     self.leftover_leaves
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
