@@ -185,8 +185,8 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
-/// Pids whose process group is `pgid`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
+/// `(pid, state, ppid, pgrp)` of every process in /proc.
+fn proc_stats() -> Vec<(i32, String, i32, i32)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -195,41 +195,40 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
+        // After the `(comm)` field: state, ppid, pgrp, ...
         let fields: Vec<&str> = stat
             .rsplit(')')
             .next()
             .unwrap_or("")
             .split_whitespace()
             .collect();
-        // fields[0] = state, [1] = ppid, [2] = pgrp
-        if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) && fields[0] != "Z" {
-            out.push(pid);
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<i32>().ok())
+                .unwrap_or(-1)
+        };
+        if let Some(state) = fields.first() {
+            out.push((pid, state.to_string(), num(1), num(2)));
         }
     }
     out
 }
 
+/// Pids whose process group is `pgid` (zombies excluded).
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    proc_stats()
+        .into_iter()
+        .filter(|(_, st, _, pg)| *pg == pgid && st != "Z")
+        .map(|(p, ..)| p)
+        .collect()
+}
+
 /// Children of `ppid` in state Z (unreaped).
 pub fn zombie_children(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        if fields.first() == Some(&"Z")
-            && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid)
-        {
-            out.push(pid);
-        }
-    }
-    out
+    proc_stats()
+        .into_iter()
+        .filter(|(_, st, pp, _)| *pp == ppid && st == "Z")
+        .map(|(p, ..)| p)
+        .collect()
 }
