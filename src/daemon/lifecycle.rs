@@ -35,23 +35,7 @@ pub enum StopReason {
 impl Daemon {
     /// Checks a start request and works out what it implies.
     fn validate(&self, req: &StartProcessRequest) -> Result<(Option<Credentials>, i32), ApiError> {
-        if req.command.is_empty() {
-            return Err(ApiError::invalid("`command` must not be empty"));
-        }
-        if req.command.contains('\0') || req.args.iter().any(|a| a.contains('\0')) {
-            return Err(ApiError::invalid(
-                "`command` and `args` must not contain NUL bytes",
-            ));
-        }
-        if req
-            .env
-            .iter()
-            .any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
-        {
-            return Err(ApiError::invalid(
-                "`env` names must be non-empty without `=` or NUL",
-            ));
-        }
+        check_command(&req.command, &req.args, &req.env)?;
         if let Some(name) = &req.name {
             if name.is_empty() || name.contains('/') || name.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(ApiError::invalid(
@@ -799,6 +783,32 @@ fn signal_tree(process: &Process, signal: i32) {
         // Members that left the process group (setsid) are still in the cgroup.
         leaf.signal_all(signal);
     }
+}
+
+/// Checks what every child is started from: a program, its arguments and its environment
+/// (shared by processes and PTY sessions).
+pub(crate) fn check_command(
+    command: &str,
+    args: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ApiError> {
+    if command.is_empty() {
+        return Err(ApiError::invalid("`command` must not be empty"));
+    }
+    if command.contains('\0') || args.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid(
+            "`command` and `args` must not contain NUL bytes",
+        ));
+    }
+    if env
+        .iter()
+        .any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+    {
+        return Err(ApiError::invalid(
+            "`env` names must be non-empty without `=` or NUL",
+        ));
+    }
+    Ok(())
 }
 
 fn key_reused() -> ApiError {

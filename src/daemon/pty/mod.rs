@@ -21,6 +21,7 @@ pub use session::Session;
 use session::{Spec, State};
 
 use super::cgroup::Leaf;
+use super::lifecycle::check_command;
 use super::spawn::{self, Credentials};
 use super::{ApiError, Daemon, Keyed, random_id};
 use crate::wire::pty::{
@@ -158,23 +159,7 @@ impl Daemon {
     }
 
     fn validate_pty(&self, req: &CreatePtyRequest) -> Result<Option<Credentials>, ApiError> {
-        if req.command.is_empty() {
-            return Err(ApiError::invalid("`command` must not be empty"));
-        }
-        if req.command.contains('\0') || req.args.iter().any(|a| a.contains('\0')) {
-            return Err(ApiError::invalid(
-                "`command` and `args` must not contain NUL bytes",
-            ));
-        }
-        if req
-            .env
-            .iter()
-            .any(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
-        {
-            return Err(ApiError::invalid(
-                "`env` names must be non-empty without `=` or NUL",
-            ));
-        }
+        check_command(&req.command, &req.args, &req.env)?;
         if req.scrollback_bytes.is_some_and(|b| b > MAX_SCROLLBACK) {
             return Err(ApiError::invalid(format!(
                 "`scrollback_bytes` must be at most {MAX_SCROLLBACK}"
