@@ -8,4 +8,5 @@ pub mod api;
 pub mod client;
 pub mod controller;
 pub mod daemon;
+pub mod logging;
 pub mod wire;

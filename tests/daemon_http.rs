@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, TOKEN, cmd, eventually, sh, zombie_children};
+use common::{Daemon, TOKEN, cmd, eventually, listening_url, sh, zombie_children};
 use sandbox_operator::client::{Client, OutputStream};
 use sandbox_operator::wire::{ErrorBody, ErrorCode};
 
@@ -75,14 +75,7 @@ async fn insecure_mode_serves_loopback_without_auth() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-    let client = Client::new(&format!("http://{addr}"), None).unwrap();
+    let client = Client::new(&listening_url(&mut child), None).unwrap();
     assert!(client.list(&[]).await.unwrap().is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
@@ -99,14 +92,7 @@ async fn children_never_inherit_the_token() {
         .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-    let client = Client::new(&format!("http://{addr}"), Some(TOKEN.into())).unwrap();
+    let client = Client::new(&listening_url(&mut child), Some(TOKEN.into())).unwrap();
     let p = client.start(&cmd("env", &[])).await.unwrap();
     client
         .wait(&p.pid.to_string(), Duration::from_secs(10))
@@ -403,14 +389,7 @@ async fn as_pid_1_it_reaps_orphaned_grandchildren() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("unshare (util-linux) is needed for this test: apt-get install util-linux");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_string();
-    let client = Client::new(&format!("http://{addr}"), Some(TOKEN.into())).unwrap();
+    let client = Client::new(&listening_url(&mut child), Some(TOKEN.into())).unwrap();
     assert!(client.info().await.unwrap().capabilities.pid1);
     // Find the daemon's host pid: the child of `unshare`.
     let daemon_pid = eventually(Duration::from_secs(5), "daemon pid", || async {

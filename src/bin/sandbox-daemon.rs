@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", daemon::openapi_document());
         return Ok(());
     }
-    init_logging(args.log_json);
+    sandbox_operator::logging::init(args.log_json);
     let config = config_from(args)?;
     // Two workers are plenty for a per-pod daemon and keep idle memory small.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -86,19 +86,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(daemon::run(config))
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 fn config_from(args: Args) -> anyhow::Result<Config> {

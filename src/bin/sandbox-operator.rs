@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, log_json } => {
-            init_logging(log_json);
+            sandbox_operator::logging::init(log_json);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(err) => {
@@ -69,20 +69,6 @@ fn main() -> ExitCode {
             println!("sandbox-operator {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-    }
-}
-
-/// Log level from `RUST_LOG` (default `info`), text or JSON lines, to stderr.
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -122,7 +122,13 @@ fn spawn_daemon(dir: &Path, extra: &[String], port: Option<&str>) -> (Child, Str
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn sandbox-daemon");
-    let stdout = child.stdout.take().unwrap();
+    let base = listening_url(&mut child);
+    (child, base)
+}
+
+/// The `http://ADDR` a daemon spawned with piped stdout reports on its first line.
+pub fn listening_url(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("the daemon's stdout is piped");
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
@@ -130,9 +136,8 @@ fn spawn_daemon(dir: &Path, extra: &[String], port: Option<&str>) -> (Child, Str
     let addr = line
         .trim()
         .strip_prefix("sandbox-daemon listening on ")
-        .unwrap_or_else(|| panic!("daemon did not report its address: {line:?}"))
-        .to_string();
-    (child, format!("http://{addr}"))
+        .unwrap_or_else(|| panic!("daemon did not report its address: {line:?}"));
+    format!("http://{addr}")
 }
 
 /// A start request for `command args...`.
