@@ -5,8 +5,10 @@
 mod common;
 #[path = "common/control_plane.rs"]
 mod control_plane;
+#[path = "common/operator.rs"]
+mod operator;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -19,44 +21,9 @@ use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
 use serde_json::json;
 
 use common::{Daemon, alive, eventually};
+use operator::Operator;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// `sandbox-operator run` as a child process, killed on drop.
-struct Operator {
-    child: Child,
-}
-
-impl Operator {
-    fn start(namespace: &str, daemon: &Daemon) -> Operator {
-        let child = Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(control_plane::kubeconfig())
-            .args(["--namespace", namespace])
-            .arg("--daemon-token-file")
-            .arg(daemon.dir.path().join("token"))
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn,sandbox_operator=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sandbox-operator");
-        Operator { child }
-    }
-
-    /// SIGKILL: a crash, no cleanup.
-    fn crash(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.crash();
-    }
-}
 
 struct Env {
     daemon: Daemon,
@@ -445,7 +412,7 @@ async fn metrics_and_health_are_served() {
     eventually(LIMIT, "/readyz", || get("/readyz")).await;
     let metrics = eventually(LIMIT, "/metrics", || get("/metrics")).await;
     assert!(
-        metrics.contains("sandbox_operator_objects{phase=\"Running\"} 0"),
+        metrics.contains("sandbox_operator_objects{kind=\"SandboxProcess\",phase=\"Running\"} 0"),
         "{metrics}"
     );
     assert!(

@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, EnvVar, SandboxTarget, Time, conditions_schema};
+use super::common::{Condition, EnvVar, ResolvedTarget, SandboxTarget, Time, conditions_schema};
 
 /// The shell a session runs when the object names none. `/bin/sh` rather than bash: it exists
 /// in every image (Alpine and distroless-with-busybox included), so a default session never
@@ -61,16 +61,10 @@ fn default_idle_timeout_seconds() -> i64 {
         description = "Pending, Active, Exited, Expired or Lost"
     ),
     printcolumn(
-        name = "Rows",
-        type_ = "integer",
-        json_path = ".status.rows",
-        description = "Live terminal rows"
-    ),
-    printcolumn(
-        name = "Cols",
-        type_ = "integer",
-        json_path = ".status.cols",
-        description = "Live terminal columns"
+        name = "Size",
+        type_ = "string",
+        json_path = ".status.size",
+        description = "Live terminal size, columns x rows"
     ),
     printcolumn(
         name = "Clients",
@@ -244,13 +238,22 @@ pub struct PtySessionStatus {
     /// How many clients are attached now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_count: Option<i32>,
+    /// The live terminal's size as `<cols>x<rows>` (the `Size` column of `kubectl get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// The daemon the session lives on: its URL, the Pod and Pod UID for `podName` targets,
+    /// and the daemon's boot id. The status is bound to this incarnation: another one means
+    /// the session is `Lost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ResolvedTarget>,
     /// The Secret (owned by this object) that holds the attach token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_name: Option<String>,
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions, one per type: Ready, Reconciling, Stalled.
+    /// Standard conditions, one per type: `Ready` (the session is alive), `Completed` (it
+    /// ended), `TokenStored` (the attach token is in the Secret), `Reconciling`, `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -264,4 +267,12 @@ pub enum PtyPhase {
     Exited,
     Expired,
     Lost,
+}
+
+impl PtyPhase {
+    /// Whether the session ended and will not come back (`Lost` is separate: the truth is
+    /// unknown).
+    pub fn is_finished(self) -> bool {
+        matches!(self, PtyPhase::Exited | PtyPhase::Expired)
+    }
 }

@@ -219,7 +219,7 @@ fn crd_names_columns_and_scope() {
         .filter(|c| c.priority.unwrap_or(0) == 0)
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Phase", "Rows", "Cols", "Clients", "Age"]);
+    assert_eq!(columns, ["Phase", "Size", "Clients", "Age"]);
 }
 
 #[test]

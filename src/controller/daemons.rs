@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::client::{Client, EventItem};
-use crate::wire::{EventKind, ProcessInfo};
+use crate::wire::{EventKind, ProcessInfo, PtySessionInfo};
 
 /// Label the operator puts on every process it starts: the owning object's uid.
 pub const OWNER_UID_LABEL: &str = "sandboxes.dev/uid";
@@ -30,6 +30,11 @@ pub enum Change {
     Process {
         endpoint: String,
         info: Box<ProcessInfo>,
+    },
+    /// An owned PTY session changed (or was seen on a re-list).
+    Session {
+        endpoint: String,
+        info: Box<PtySessionInfo>,
     },
     /// The daemon restarted: everything known about its running processes may be stale.
     Restarted {
@@ -50,6 +55,8 @@ pub struct DaemonView {
     pub connected: bool,
     /// Owned processes by owner uid.
     pub processes: HashMap<String, ProcessInfo>,
+    /// Owned PTY sessions by owner uid.
+    pub sessions: HashMap<String, PtySessionInfo>,
 }
 
 #[derive(Debug)]
@@ -215,6 +222,7 @@ async fn follow(
                                 if previous.as_ref().is_some_and(|old| *old != hello.boot_id) {
                                     // Another incarnation: nothing known of the old one holds.
                                     v.processes.clear();
+                                    v.sessions.clear();
                                 }
                                 previous
                             };
@@ -250,6 +258,9 @@ async fn follow(
                                 ) {
                                     record(&view, &changes, &endpoint, info);
                                 }
+                            }
+                            if let Some(info) = event.session {
+                                record_session(&view, &changes, &endpoint, info);
                             }
                         }
                         Err(e) => {
@@ -302,6 +313,29 @@ fn record(
     }
 }
 
+fn record_session(
+    view: &Mutex<DaemonView>,
+    changes: &mpsc::UnboundedSender<Change>,
+    endpoint: &str,
+    info: PtySessionInfo,
+) {
+    let Some(uid) = info.labels.get(OWNER_UID_LABEL).cloned() else {
+        return;
+    };
+    let changed = {
+        let mut v = view.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = v.sessions.get(&uid) != Some(&info);
+        v.sessions.insert(uid, info.clone());
+        changed
+    };
+    if changed {
+        let _ = changes.send(Change::Session {
+            endpoint: endpoint.to_owned(),
+            info: Box::new(info),
+        });
+    }
+}
+
 async fn relist(
     client: &Client,
     view: &Mutex<DaemonView>,
@@ -310,6 +344,16 @@ async fn relist(
     let all = client.list(&[]).await?;
     for info in all {
         record(view, changes, client.base_url(), info);
+    }
+    match client.list_ptys().await {
+        Ok(sessions) => {
+            for info in sessions {
+                record_session(view, changes, client.base_url(), info);
+            }
+        }
+        // A daemon without the PTY half still serves processes.
+        Err(e) if e.status() == Some(reqwest::StatusCode::NOT_FOUND) => {}
+        Err(e) => return Err(e),
     }
     Ok(())
 }

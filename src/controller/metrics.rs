@@ -18,6 +18,7 @@ struct ErrorLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
+    kind: String,
     phase: String,
 }
 
@@ -97,11 +98,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the object counts by phase (every phase named, so absent ones read 0).
-    pub fn set_objects(&self, counts: &[(&str, i64)]) {
+    /// Sets the counts of objects of `kind` by phase (every phase named, so absent ones read 0).
+    pub fn set_objects(&self, kind: &str, counts: &[(&str, i64)]) {
         for (phase, n) in counts {
             self.objects
                 .get_or_create(&PhaseLabels {
+                    kind: kind.to_owned(),
                     phase: (*phase).to_owned(),
                 })
                 .set(*n);
@@ -138,11 +140,13 @@ mod tests {
         let m = Metrics::default();
         m.daemon_call("start", async {}).await;
         m.failed("Daemon");
-        m.set_objects(&[("Running", 2)]);
+        m.set_objects("SandboxProcess", &[("Running", 2)]);
         m.reconciled(Instant::now());
         let text = m.encode();
         assert!(text.contains("sandbox_operator_reconcile_errors_total{error=\"Daemon\"} 1"));
-        assert!(text.contains("sandbox_operator_objects{phase=\"Running\"} 2"));
+        assert!(
+            text.contains("sandbox_operator_objects{kind=\"SandboxProcess\",phase=\"Running\"} 2")
+        );
         assert!(text.contains("sandbox_operator_reconcile_duration_seconds_count 1"));
         assert!(
             text.contains("sandbox_operator_daemon_call_duration_seconds_count{call=\"start\"} 1")

@@ -12,7 +12,9 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod object;
 pub mod process;
+pub mod pty;
 pub mod run;
 pub mod target;
 

@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use reqwest::StatusCode;
-use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::conditions::{self, STALLED};
@@ -31,9 +30,11 @@ use super::daemons::{DaemonHub, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL, OWNER_U
 use super::error::{Error, Result};
 use super::events::{EventType, Recorder};
 use super::metrics::Metrics;
+pub use super::object::FIELD_MANAGER;
+use super::object::{Identity, identity, now, write_status};
 use super::target::{self, Resolved};
 use crate::api::{
-    DesiredState, FINALIZER, OutputMode, ProcessPhase, ResolvedTarget, RestartPolicy,
+    DesiredState, EnvVar, FINALIZER, OutputMode, ProcessPhase, ResolvedTarget, RestartPolicy,
     SandboxProcess, SandboxProcessSpec, SandboxProcessStatus, StdinMode, Time,
 };
 use crate::client::{Client, ClientError, OutputStream};
@@ -41,9 +42,6 @@ use crate::wire::{
     self, ExitReason, ManagedStatus, ProcessInfo, ProcessStatus, RestartConfig, SignalSpec,
     StartProcessRequest, UserSpec,
 };
-
-/// The field manager of every status write.
-pub const FIELD_MANAGER: &str = "sandbox-operator";
 
 /// What every reconcile shares.
 pub struct Context {
@@ -94,7 +92,15 @@ impl Context {
         }
     }
 
-    fn daemon(&self, resolved: &Resolved) -> Client {
+    /// Forgets the failure count of `uid` after a successful reconcile.
+    pub(super) fn succeeded(&self, uid: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
+    pub(super) fn daemon(&self, resolved: &Resolved) -> Client {
         Client::with_http(
             self.http.clone(),
             &resolved.endpoint,
@@ -103,29 +109,10 @@ impl Context {
     }
 }
 
-/// The object's identity; the schema and the API server guarantee all three.
-struct Identity {
-    namespace: String,
-    name: String,
-    uid: String,
-}
-
-fn identity(obj: &SandboxProcess) -> Result<Identity> {
-    Ok(Identity {
-        namespace: obj
-            .namespace()
-            .ok_or_else(|| Error::InvalidObject("no namespace".into()))?,
-        name: obj.name_any(),
-        uid: obj
-            .uid()
-            .ok_or_else(|| Error::InvalidObject("no uid".into()))?,
-    })
-}
-
 /// The controller's reconcile function.
 pub async fn reconcile(obj: Arc<SandboxProcess>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
-    let id = identity(&obj)?;
+    let id = identity(&*obj)?;
     let api: Api<SandboxProcess> = Api::namespaced(ctx.kube.clone(), &id.namespace);
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
@@ -137,16 +124,14 @@ pub async fn reconcile(obj: Arc<SandboxProcess>, ctx: Arc<Context>) -> Result<Ac
     .map_err(Error::from);
     ctx.metrics.reconciled(started);
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id.uid);
+        ctx.succeeded(&id.uid);
     }
     result
 }
 
 /// The controller's error policy: count the error, requeue with per-object exponential backoff.
-pub fn error_policy(obj: Arc<SandboxProcess>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Shared by every kind: failures are counted per object uid.
+pub fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.metric_label());
     let uid = obj.uid().unwrap_or_default();
     let attempt = {
@@ -216,7 +201,7 @@ async fn apply(obj: &SandboxProcess, ctx: &Context, api: &Api<SandboxProcess>) -
 
     match plan(&obj.spec, &prev, info.as_ref(), lost) {
         Step::Start => {
-            let env = match resolve_env(&ctx.kube, &id.namespace, &obj.spec).await {
+            let env = match resolve_env(&ctx.kube, &id.namespace, &obj.spec.env).await {
                 Ok(env) => env,
                 Err(Error::Target(message)) => {
                     return stall(obj, ctx, api, &prev, "EnvUnresolvable", message, &now).await;
@@ -380,7 +365,7 @@ async fn stall(
 }
 
 /// Whether the daemon refused a start for a reason a retry cannot fix.
-fn start_rejected(e: &ClientError) -> bool {
+pub(super) fn start_rejected(e: &ClientError) -> bool {
     use crate::wire::ErrorCode;
     matches!(
         e.code(),
@@ -459,7 +444,7 @@ async fn ttl(
 }
 
 /// The daemon's current boot id: the hub's when it is connected, else asked.
-async fn boot_id(ctx: &Context, client: &Client) -> Result<String> {
+pub(super) async fn boot_id(ctx: &Context, client: &Client) -> Result<String> {
     if let Some(view) = ctx.hub.view(client.base_url()).filter(|v| v.connected)
         && let Some(boot) = view.boot_id
     {
@@ -646,13 +631,13 @@ fn grace_ms(spec: &SandboxProcessSpec) -> u64 {
 }
 
 /// Literal env values as they are; `valueFrom` Secret keys read from the core API.
-async fn resolve_env(
+pub(super) async fn resolve_env(
     kube: &kube::Client,
     namespace: &str,
-    spec: &SandboxProcessSpec,
+    vars: &[EnvVar],
 ) -> Result<BTreeMap<String, String>> {
     let mut env = BTreeMap::new();
-    for var in &spec.env {
+    for var in vars {
         let value = match (&var.value, &var.value_from) {
             (Some(v), _) => v.clone(),
             (None, Some(from)) => {
@@ -690,36 +675,11 @@ async fn resolve_env(
     Ok(env)
 }
 
-/// Server-side apply of the status subresource, only when it differs from the current one.
-async fn write_status(
-    api: &Api<SandboxProcess>,
-    name: &str,
-    current: Option<&SandboxProcessStatus>,
-    desired: &SandboxProcessStatus,
-) -> Result<()> {
-    if current == Some(desired) {
-        return Ok(());
-    }
-    let patch = json!({
-        "apiVersion": SandboxProcess::api_version(&()),
-        "kind": SandboxProcess::kind(&()),
-        "status": desired,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    debug!(name, phase = ?desired.phase, "status written");
-    Ok(())
-}
-
 mod cleanup;
 mod status;
 use cleanup::cleanup;
+use status::phase_message;
 pub use status::{Observation, desired_status, phase_of, tail};
-use status::{now, phase_message};
 
 #[cfg(test)]
 mod tests;

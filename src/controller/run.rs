@@ -26,8 +26,9 @@ use super::daemons::{Change, DaemonHub, OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL}
 use super::leader::{self, LeaseConfig};
 use super::metrics::Metrics;
 use super::process::{self, Context};
+use super::pty;
 use super::target;
-use crate::api::{ProcessPhase, SandboxProcess};
+use crate::api::{ProcessPhase, PtyPhase, PtySession, SandboxProcess, SandboxTarget};
 
 /// Flags (and environment variables) of `sandbox-operator run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,7 +71,8 @@ pub struct Config {
 struct Health {
     ready: AtomicBool,
     metrics: Arc<Metrics>,
-    stores: Vec<Store<SandboxProcess>>,
+    process_stores: Vec<Store<SandboxProcess>>,
+    pty_stores: Vec<Store<PtySession>>,
 }
 
 type Shutdown = Shared<BoxFuture<'static, ()>>;
@@ -94,35 +96,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.daemon_token_file.clone(),
         metrics.clone(),
     ));
-    let mut controllers = Vec::new();
-    let mut routes = Vec::new();
+    let mut process_controllers = Vec::new();
+    let mut pty_controllers = Vec::new();
+    let mut process_routes = Vec::new();
+    let mut pty_routes = Vec::new();
     for scope in &scopes {
-        let api: Api<SandboxProcess> = match scope {
-            Some(ns) => Api::namespaced(kube.clone(), ns),
-            None => Api::all(kube.clone()),
-        };
-        let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<SandboxProcess>>();
-        let triggers =
-            futures_util::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
-            );
-        let controller = Controller::new(api, watcher::Config::default())
-            .with_config(controller::Config::default().concurrency(config.concurrency))
-            .reconcile_on(triggers)
-            .graceful_shutdown_on(shutdown.clone());
-        routes.push(Route {
-            namespace: scope.clone(),
-            store: controller.store(),
-            tx,
-        });
-        controllers.push(controller);
+        let (controller, route) =
+            controller_for::<SandboxProcess>(&kube, scope, &config, &shutdown);
+        process_routes.push(route);
+        process_controllers.push(controller);
+        let (controller, route) = controller_for::<PtySession>(&kube, scope, &config, &shutdown);
+        pty_routes.push(route);
+        pty_controllers.push(controller);
     }
 
     let health = Arc::new(Health {
         ready: AtomicBool::new(false),
         metrics: metrics.clone(),
-        stores: routes.iter().map(|r| r.store.clone()).collect(),
+        process_stores: process_routes.iter().map(|r| r.store.clone()).collect(),
+        pty_stores: pty_routes.iter().map(|r| r.store.clone()).collect(),
     });
     let server = serve(config.metrics_addr, health.clone(), shutdown.clone()).await?;
 
@@ -150,13 +142,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
 
-    tokio::spawn(forward_changes(changes_rx, routes, ctx.clone()));
+    tokio::spawn(forward_changes(
+        changes_rx,
+        process_routes,
+        pty_routes,
+        ctx.clone(),
+    ));
     {
         let health = health.clone();
         tokio::spawn(async move {
-            for store in &health.stores {
-                // Re-polled on a timer: the readiness latch wakes only its latest waiter, and
-                // the controller's own runner waits on it too.
+            // Re-polled on a timer: the readiness latch wakes only its latest waiter, and the
+            // controller's own runner waits on it too.
+            for store in &health.process_stores {
+                while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+                    .await
+                    .is_err()
+                {}
+            }
+            for store in &health.pty_stores {
                 while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
                     .await
                     .is_err()
@@ -173,15 +176,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics = %config.metrics_addr,
         "sandbox-operator running"
     );
-    let runs = controllers.into_iter().map(|c| {
+    let process_runs = process_controllers.into_iter().map(|c| {
         c.run(process::reconcile, process::error_policy, ctx.clone())
             .for_each(|result| async move {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "controller");
                 }
             })
+            .boxed()
     });
-    futures_util::future::join_all(runs).await;
+    let pty_runs = pty_controllers.into_iter().map(|c| {
+        c.run(pty::reconcile, process::error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "controller");
+                }
+            })
+            .boxed()
+    });
+    futures_util::future::join_all(process_runs.chain(pty_runs)).await;
     let _ = server.await;
     info!("shut down");
     Ok(())
@@ -221,53 +234,109 @@ async fn shutdown_signal() {
     info!("shutdown requested");
 }
 
-/// Where the changes of one watched scope go.
-struct Route {
-    namespace: Option<String>,
-    store: Store<SandboxProcess>,
-    tx: mpsc::UnboundedSender<ObjectRef<SandboxProcess>>,
+/// One controller of kind `K` for one watched scope, and the route daemon changes take to it.
+fn controller_for<K>(
+    kube: &kube::Client,
+    scope: &Option<String>,
+    config: &Config,
+    shutdown: &Shutdown,
+) -> (Controller<K>, Route<K>)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = match scope {
+        Some(ns) => Api::namespaced(kube.clone(), ns),
+        None => Api::all(kube.clone()),
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<ObjectRef<K>>();
+    let triggers =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let controller = Controller::new(api, watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .reconcile_on(triggers)
+        .graceful_shutdown_on(shutdown.clone());
+    let route = Route {
+        namespace: scope.clone(),
+        store: controller.store(),
+        tx,
+    };
+    (controller, route)
 }
 
-/// Turns daemon changes into reconcile requests: a process change names its object through
-/// its owner labels; a daemon restart requeues every object on that daemon.
+/// Where the changes of one watched scope go.
+struct Route<K: kube::Resource<DynamicType = ()> + 'static> {
+    namespace: Option<String>,
+    store: Store<K>,
+    tx: mpsc::UnboundedSender<ObjectRef<K>>,
+}
+
+impl<K: Targeted + kube::Resource<DynamicType = ()> + Clone + 'static> Route<K> {
+    /// Requeues object `ns/name` if this route covers `ns`; true if it does.
+    fn send(&self, ns: &str, name: &str) -> bool {
+        if self.namespace.as_ref().is_none_or(|n| n == ns) {
+            let _ = self.tx.send(ObjectRef::new(name).within(ns));
+            return true;
+        }
+        false
+    }
+
+    /// Requeues every object on the daemon at `endpoint`.
+    fn send_all_on(&self, endpoint: &str) {
+        for obj in self.store.state() {
+            if on_endpoint(&*obj, endpoint) {
+                let _ = self.tx.send(ObjectRef::from_obj(&*obj));
+            }
+        }
+    }
+
+    fn uses(&self, endpoint: &str) -> bool {
+        self.store
+            .state()
+            .iter()
+            .any(|obj| on_endpoint(&**obj, endpoint))
+    }
+}
+
+/// Turns daemon changes into reconcile requests: a process or session change names its object
+/// through its owner labels; a daemon restart requeues every object on that daemon.
 async fn forward_changes(
     mut changes: mpsc::UnboundedReceiver<Change>,
-    routes: Vec<Route>,
+    process_routes: Vec<Route<SandboxProcess>>,
+    pty_routes: Vec<Route<PtySession>>,
     ctx: Arc<Context>,
 ) {
+    let owner = |labels: &std::collections::BTreeMap<String, String>| {
+        Some((
+            labels.get(OWNER_NAMESPACE_LABEL)?.clone(),
+            labels.get(OWNER_NAME_LABEL)?.clone(),
+        ))
+    };
     while let Some(change) = changes.recv().await {
         match change {
             Change::Process { info, .. } => {
-                let (Some(ns), Some(name)) = (
-                    info.labels.get(OWNER_NAMESPACE_LABEL),
-                    info.labels.get(OWNER_NAME_LABEL),
-                ) else {
-                    continue;
-                };
-                if let Some(route) = routes
-                    .iter()
-                    .find(|r| r.namespace.as_ref().is_none_or(|n| n == ns))
-                {
-                    let _ = route.tx.send(ObjectRef::new(name).within(ns));
+                if let Some((ns, name)) = owner(&info.labels) {
+                    let _ = process_routes.iter().find(|r| r.send(&ns, &name));
+                }
+            }
+            Change::Session { info, .. } => {
+                if let Some((ns, name)) = owner(&info.labels) {
+                    let _ = pty_routes.iter().find(|r| r.send(&ns, &name));
                 }
             }
             Change::Restarted { endpoint, .. } => {
                 warn!(endpoint, "daemon restarted: re-checking its objects");
-                for route in &routes {
-                    for obj in route.store.state() {
-                        if on_endpoint(&obj, &endpoint) {
-                            let _ = route.tx.send(ObjectRef::from_obj(&*obj));
-                        }
-                    }
-                }
+                process_routes.iter().for_each(|r| r.send_all_on(&endpoint));
+                pty_routes.iter().for_each(|r| r.send_all_on(&endpoint));
             }
             Change::Disconnected { endpoint, error } => {
-                let used = routes.iter().any(|r| {
-                    r.store
-                        .state()
-                        .iter()
-                        .any(|obj| on_endpoint(obj, &endpoint))
-                });
+                let used = process_routes.iter().any(|r| r.uses(&endpoint))
+                    || pty_routes.iter().any(|r| r.uses(&endpoint));
                 if used {
                     warn!(endpoint, error, "daemon stream down; polling");
                 } else {
@@ -281,18 +350,39 @@ async fn forward_changes(
     }
 }
 
+/// An object that lives on a sandbox daemon.
+trait Targeted {
+    /// The daemon URL the status recorded, if any.
+    fn recorded_endpoint(&self) -> Option<&str>;
+    /// The spec's target.
+    fn sandbox(&self) -> &SandboxTarget;
+}
+
+impl Targeted for SandboxProcess {
+    fn recorded_endpoint(&self) -> Option<&str> {
+        self.status.as_ref()?.target.as_ref()?.endpoint.as_deref()
+    }
+    fn sandbox(&self) -> &SandboxTarget {
+        &self.spec.sandbox
+    }
+}
+
+impl Targeted for PtySession {
+    fn recorded_endpoint(&self) -> Option<&str> {
+        self.status.as_ref()?.target.as_ref()?.endpoint.as_deref()
+    }
+    fn sandbox(&self) -> &SandboxTarget {
+        &self.spec.sandbox
+    }
+}
+
 /// Whether `obj` lives on the daemon at `endpoint` (by its recorded target, else its spec).
-fn on_endpoint(obj: &SandboxProcess, endpoint: &str) -> bool {
-    let recorded = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.target.as_ref())
-        .and_then(|t| t.endpoint.as_deref());
-    match recorded {
+fn on_endpoint<K: Targeted + kube::Resource>(obj: &K, endpoint: &str) -> bool {
+    match obj.recorded_endpoint() {
         Some(e) => e == endpoint,
         None => {
-            let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
-            target::static_endpoint(ns, &obj.spec.sandbox).as_deref() == Some(endpoint)
+            let ns = obj.meta().namespace.as_deref().unwrap_or_default();
+            target::static_endpoint(ns, obj.sandbox()).as_deref() == Some(endpoint)
         }
     }
 }
@@ -335,28 +425,37 @@ async fn metrics_handler(
     State(health): State<Arc<Health>>,
 ) -> ([(&'static str, &'static str); 1], String) {
     // Objects by phase from the caches at scrape time: always exact, no bookkeeping.
-    let phases = [
-        ("Pending", None),
-        ("Running", Some(ProcessPhase::Running)),
-        ("Succeeded", Some(ProcessPhase::Succeeded)),
-        ("Failed", Some(ProcessPhase::Failed)),
-        ("Stopped", Some(ProcessPhase::Stopped)),
-        ("Lost", Some(ProcessPhase::Lost)),
+    let process_phases = [
+        ProcessPhase::Pending,
+        ProcessPhase::Running,
+        ProcessPhase::Succeeded,
+        ProcessPhase::Failed,
+        ProcessPhase::Stopped,
+        ProcessPhase::Lost,
     ];
-    let mut counts: Vec<(&str, i64)> = phases.iter().map(|(n, _)| (*n, 0)).collect();
-    for store in &health.stores {
-        for obj in store.state() {
-            let phase = obj.status.as_ref().and_then(|s| s.phase);
-            let phase = match phase {
-                Some(ProcessPhase::Pending) | None => None,
-                p => p,
-            };
-            if let Some(i) = phases.iter().position(|(_, p)| *p == phase) {
-                counts[i].1 += 1;
-            }
-        }
-    }
-    health.metrics.set_objects(&counts);
+    let counts = count_phases(&health.process_stores, &process_phases, |obj| {
+        obj.status.as_ref().and_then(|s| s.phase)
+    });
+    let named: Vec<(&str, i64)> = counts
+        .iter()
+        .map(|(p, n)| (process_phase_name(*p), *n))
+        .collect();
+    health.metrics.set_objects("SandboxProcess", &named);
+    let pty_phases = [
+        PtyPhase::Pending,
+        PtyPhase::Active,
+        PtyPhase::Exited,
+        PtyPhase::Expired,
+        PtyPhase::Lost,
+    ];
+    let counts = count_phases(&health.pty_stores, &pty_phases, |obj| {
+        obj.status.as_ref().and_then(|s| s.phase)
+    });
+    let named: Vec<(&str, i64)> = counts
+        .iter()
+        .map(|(p, n)| (pty_phase_name(*p), *n))
+        .collect();
+    health.metrics.set_objects("PtySession", &named);
     (
         [(
             "content-type",
@@ -364,4 +463,48 @@ async fn metrics_handler(
         )],
         health.metrics.encode(),
     )
+}
+
+/// Counts the objects in `stores` by phase; objects without a phase count as `phases[0]`
+/// (Pending).
+fn count_phases<K, P>(
+    stores: &[Store<K>],
+    phases: &[P],
+    phase_of: impl Fn(&K) -> Option<P>,
+) -> Vec<(P, i64)>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    P: Copy + PartialEq,
+{
+    let mut counts: Vec<(P, i64)> = phases.iter().map(|p| (*p, 0)).collect();
+    for store in stores {
+        for obj in store.state() {
+            let phase = phase_of(&obj).unwrap_or(phases[0]);
+            if let Some(c) = counts.iter_mut().find(|(p, _)| *p == phase) {
+                c.1 += 1;
+            }
+        }
+    }
+    counts
+}
+
+fn process_phase_name(p: ProcessPhase) -> &'static str {
+    match p {
+        ProcessPhase::Pending => "Pending",
+        ProcessPhase::Running => "Running",
+        ProcessPhase::Succeeded => "Succeeded",
+        ProcessPhase::Failed => "Failed",
+        ProcessPhase::Stopped => "Stopped",
+        ProcessPhase::Lost => "Lost",
+    }
+}
+
+fn pty_phase_name(p: PtyPhase) -> &'static str {
+    match p {
+        PtyPhase::Pending => "Pending",
+        PtyPhase::Active => "Active",
+        PtyPhase::Exited => "Exited",
+        PtyPhase::Expired => "Expired",
+        PtyPhase::Lost => "Lost",
+    }
 }

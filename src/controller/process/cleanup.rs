@@ -6,11 +6,12 @@ use kube::runtime::controller::Action;
 use reqwest::StatusCode;
 use tracing::{info, warn};
 
-use super::{Context, grace_ms, identity, is_live};
+use super::{Context, grace_ms, is_live};
 use crate::api::SandboxProcess;
 use crate::client::ClientError;
 use crate::controller::daemons::OWNER_UID_LABEL;
 use crate::controller::error::{Error, Result};
+use crate::controller::object::identity;
 use crate::controller::target;
 use crate::wire::ProcessInfo;
 

@@ -1,13 +1,12 @@
 //! The pure half of status: the daemon's record -> phase, fields and conditions.
 
-use k8s_openapi::jiff::Timestamp;
-
 use super::super::conditions::{self, COMPLETED, READY, RECONCILING, STALLED, STARTED};
 use super::is_live;
 use crate::api::{
     DaemonProcessStatus, DesiredState, ProcessPhase, ResolvedTarget, SandboxProcessSpec,
     SandboxProcessStatus, Time,
 };
+use crate::controller::object::ms_time;
 use crate::wire::{ExitReason, ProcessInfo, ProcessStatus};
 
 /// How many bytes one `outputTail` line keeps.
@@ -172,16 +171,6 @@ pub(super) fn exit_reason(r: ExitReason) -> &'static str {
         ExitReason::Killed => "killed",
         ExitReason::Lost => "lost",
     }
-}
-
-/// Milliseconds since the epoch as a Time, cut to whole seconds: that is what a metav1.Time
-/// serializes to, and a finer value would never compare equal to what the server returns.
-pub(super) fn ms_time(ms: i64) -> Option<Time> {
-    Timestamp::from_second(ms.div_euclid(1000)).ok().map(Time)
-}
-
-pub(super) fn now() -> Time {
-    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
 /// The last lines of output, bounded in count and line length (pure).

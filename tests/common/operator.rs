@@ -1,0 +1,43 @@
+//! The real `sandbox-operator run` binary for the operator tests, against the local control
+//! plane, with the test daemon's token file.
+
+use std::process::{Child, Command, Stdio};
+
+use super::common::Daemon;
+use super::control_plane;
+
+/// `sandbox-operator run` as a child process, killed on drop.
+pub struct Operator {
+    pub child: Child,
+}
+
+impl Operator {
+    pub fn start(namespace: &str, daemon: &Daemon) -> Operator {
+        let child = Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(control_plane::kubeconfig())
+            .args(["--namespace", namespace])
+            .arg("--daemon-token-file")
+            .arg(daemon.dir.path().join("token"))
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn,sandbox_operator=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sandbox-operator");
+        Operator { child }
+    }
+
+    /// SIGKILL: a crash, no cleanup.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
