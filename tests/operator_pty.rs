@@ -247,3 +247,23 @@ async fn a_restarted_daemon_makes_the_session_lost() {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
+
+#[tokio::test]
+async fn attach_by_name_says_why_there_is_no_token_here() {
+    let e = env("pty-attach").await;
+    create(&e.api, "t", spec(&e.daemon, None)).await;
+    phase(&e.api, "t", PtyPhase::Active).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
+        .args(["attach", "t", "--namespace", &e.ns, "--kubeconfig"])
+        .arg(control_plane::kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no attach token") && stderr.contains("serves no core/v1 Secrets"),
+        "{stderr}"
+    );
+    e.api.delete("t", &DeleteParams::default()).await.unwrap();
+}

@@ -352,3 +352,90 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// `sandbox-operator attach NAME` on a cluster: the session and daemon URL come from the
+/// object's status, the attach token from its Secret, the daemon's token from
+/// `spec.sandbox.tokenSecretRef`; the reads are exactly those three GETs, and the resolved
+/// token really attaches to the session.
+#[tokio::test]
+async fn attach_by_name_reads_the_session_and_its_secrets() {
+    let daemon = Daemon::start();
+    let mut obj = object("uid-att", &daemon.base, true);
+    obj.spec.sandbox.token_secret_ref = Some(sandbox_operator::api::SecretKeySelector {
+        name: "daemon-token".into(),
+        key: "token".into(),
+    });
+    // Create through the reconciler (the daemon token from the file: the mock's Secret GET
+    // answers the object, so resolve it from the file here).
+    let mut created_obj = obj.clone();
+    created_obj.spec.sandbox.token_secret_ref = None;
+    let calls = reconcile_once(&created_obj, &daemon, CoreApi::Served).await;
+    let stored_secret = calls[0].body.clone();
+    obj.status = Some(assert_status_apply(&calls[1], "uid-att"));
+    let daemon_token = std::fs::read_to_string(daemon.dir.path().join("token")).unwrap();
+
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let kube = kube::Client::new(service, "default");
+    let object_json = serde_json::to_vec(&obj).unwrap();
+    let server = tokio::spawn(async move {
+        let mut paths = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_owned();
+            let body = if path.ends_with("/secrets/uid-att-pty-token") {
+                serde_json::to_vec(&stored_secret).unwrap()
+            } else if path.ends_with("/secrets/daemon-token") {
+                serde_json::to_vec(&json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "daemon-token", "namespace": "default"},
+                    "data": {"token": base64(daemon_token.trim().as_bytes())},
+                }))
+                .unwrap()
+            } else {
+                object_json.clone()
+            };
+            paths.push(format!("{} {path}", req.method()));
+            send.send_response(Response::builder().body(Body::from(body)).unwrap());
+        }
+        paths
+    });
+    let config = sandbox_operator::attach::Config {
+        name: Some("uid-att".into()),
+        namespace: None,
+        kubeconfig: None,
+        endpoint: None,
+        daemon_token_file: None,
+        session: None,
+        token_file: None,
+    };
+    let target = sandbox_operator::attach::resolve_in(&kube, "default", "uid-att", None, &config)
+        .await
+        .expect("resolve");
+    drop(kube);
+    let paths = server.await.unwrap();
+    assert_eq!(
+        paths,
+        [
+            format!("GET {PATH}/uid-att"),
+            format!("GET {SECRETS}/uid-att-pty-token"),
+            format!("GET {SECRETS}/daemon-token"),
+        ]
+    );
+    assert_eq!(target.endpoint, daemon.base);
+    assert_eq!(
+        Some(target.session_id.as_str()),
+        obj.status.as_ref().unwrap().session_id.as_deref()
+    );
+    assert!(
+        !format!("{target:?}").contains(&target.pty_token),
+        "Debug hides the tokens"
+    );
+    // The resolved credentials attach for real.
+    let client =
+        sandbox_operator::client::Client::new(&target.endpoint, target.daemon_token.clone())
+            .unwrap();
+    let attach = client
+        .attach_pty(&target.session_id, &target.pty_token)
+        .await
+        .expect("attach with the resolved token");
+    attach.detach().await.unwrap();
+}

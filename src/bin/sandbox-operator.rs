@@ -27,13 +27,18 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
-    /// Run the operator: reconcile SandboxProcess objects until SIGTERM.
+    /// Run the operator: reconcile SandboxProcess and PtySession objects until SIGTERM.
     Run {
         #[command(flatten)]
         config: sandbox_operator::controller::Config,
         /// Log as JSON lines instead of text.
         #[arg(long, env = "SANDBOX_OPERATOR_LOG_JSON")]
         log_json: bool,
+    },
+    /// Attach this terminal to a PtySession (Ctrl-] detaches; the session keeps running).
+    Attach {
+        #[command(flatten)]
+        config: sandbox_operator::attach::Config,
     },
     /// Print the version.
     Version,
@@ -61,6 +66,25 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("sandbox-operator run: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Attach { config } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("sandbox-operator attach: cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = runtime.block_on(sandbox_operator::attach::run(config));
+            // The stdin thread may still sit in a blocking read: do not wait for it.
+            runtime.shutdown_background();
+            match result {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(err) => {
+                    eprintln!("sandbox-operator attach: {err:#}");
                     ExitCode::FAILURE
                 }
             }

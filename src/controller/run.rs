@@ -202,19 +202,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// A kube client from `--kubeconfig`/$KUBECONFIG, else the default inference.
 async fn kube_client(config: &Config) -> anyhow::Result<kube::Client> {
-    let kube_config = match &config.kubeconfig {
+    let kube_config = kube_config(config.kubeconfig.as_deref()).await?;
+    kube::Client::try_from(kube_config).context("building the Kubernetes client")
+}
+
+/// The client configuration from `kubeconfig` (a path), else the default inference
+/// ($KUBECONFIG, ~/.kube/config, in-cluster). Shared by `run` and `attach`.
+pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+                .with_context(|| format!("loading kubeconfig {}", path.display()))
         }
         None => kube::Config::infer()
             .await
-            .context("no kubeconfig and not in a cluster")?,
-    };
-    kube::Client::try_from(kube_config).context("building the Kubernetes client")
+            .context("no kubeconfig and not in a cluster"),
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.
