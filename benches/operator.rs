@@ -8,10 +8,10 @@
 
 #[path = "../tests/common/control_plane.rs"]
 mod control_plane;
+#[path = "common/operator.rs"]
+mod harness;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,61 +23,7 @@ use sandbox_operator::client::Client;
 use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "bench-token";
-
-/// A child process killed on drop, so a panicking bench leaves nothing behind.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(dir: &std::path::Path) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox-daemon"))
-        .args(["--listen", "127.0.0.1:0", "--token-file"])
-        .arg(dir.join("token"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = format!("http://{}", line.trim().rsplit(' ').next().unwrap());
-    (Proc(child), base)
-}
-
-fn start_operator(namespace: &str, dir: &std::path::Path) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_sandbox-operator"))
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(control_plane::kubeconfig())
-            .args(["--namespace", namespace, "--concurrency", "64"])
-            .arg("--daemon-token-file")
-            .arg(dir.join("token"))
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
+use harness::{TOKEN, ms, rss_kib, start_daemon, start_operator, stats, until};
 
 fn wall_ms() -> i64 {
     SystemTime::now()
@@ -143,31 +89,6 @@ fn object(name: &str, endpoint: &str, command: &str, args: &[&str]) -> SandboxPr
     let mut spec = SandboxProcessSpec::new(SandboxTarget::endpoint(endpoint), command);
     spec.args = args.iter().map(|s| s.to_string()).collect();
     SandboxProcess::new(name, spec)
-}
-
-async fn until<F: FnMut() -> bool>(limit: Duration, mut done: F) -> bool {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    true
-}
-
-/// p50/p99/max in milliseconds.
-fn stats(mut ms: Vec<f64>) -> Value {
-    if ms.is_empty() {
-        return Value::Null;
-    }
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
-    json!({ "n": ms.len(), "p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0) })
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
 #[tokio::main]

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use tracing::{info, warn};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::{debug, info, warn};
 
 use super::TokenState;
 use crate::api::PtySession;
@@ -123,10 +125,18 @@ pub async fn store(
             Ok(TokenState::Stored)
         }
         Err(e) if target::not_served(&e) => {
-            warn!(
+            // A property of the API server, not of the object (whose TokenStored condition
+            // says it): warn once per process.
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                warn!(
+                    "the API server serves no core/v1 Secrets: PtySession attach tokens are dropped (see their TokenStored condition)"
+                );
+            }
+            debug!(
                 namespace = id.namespace,
                 name = id.name,
-                "the API server serves no core/v1 Secrets: the attach token is dropped"
+                "attach token dropped: no Secrets API"
             );
             Ok(TokenState::NotServed)
         }
