@@ -278,6 +278,11 @@ async fn invalid_processes_are_rejected_with_readable_messages() {
             "spec.timeoutSeconds: Invalid value: 0: spec.timeoutSeconds in body should be greater than or equal to 1",
         ),
         (
+            "memoryLimitBytes under 1 MiB",
+            json!({"sandbox": endpoint, "command": "x", "memoryLimitBytes": 4096}),
+            "spec.memoryLimitBytes in body should be greater than or equal to 1048576",
+        ),
+        (
             "grace period 3601",
             json!({"sandbox": endpoint, "command": "x", "terminationGracePeriodSeconds": 3601}),
             "should be less than or equal to 3600",
@@ -375,6 +380,7 @@ async fn process_spec_is_immutable_except_lifecycle_fields() {
         ("stdin", json!({"stdin": "Pipe"})),
         ("restartPolicy", json!({"restartPolicy": "Always"})),
         ("timeoutSeconds", json!({"timeoutSeconds": 5})),
+        ("memoryLimitBytes", json!({"memoryLimitBytes": 1 << 30})),
         ("labels", json!({"labels": {"a": "b"}})),
     ];
     for (field, change) in changes {

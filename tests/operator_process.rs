@@ -489,3 +489,23 @@ async fn a_create_run_exit_lifecycle_writes_status_at_most_three_times() {
     assert_eq!(last.and_then(|s| s.phase), Some(ProcessPhase::Succeeded));
     assert!(writes <= 3, "{writes} status writes");
 }
+
+#[tokio::test]
+async fn an_oom_kill_is_reflected() {
+    let e = env("op-oom").await;
+    let caps = e.daemon.client.info().await.unwrap().capabilities;
+    assert!(
+        caps.oom_detection,
+        "this host has no writable memory cgroup ({caps:?}); the OOM test needs one"
+    );
+    let mut spec =
+        SandboxProcessSpec::new(SandboxTarget::endpoint(e.daemon.base.clone()), "python3");
+    spec.args = vec!["-c".into(), "a = bytearray(512 * 1024 * 1024)".into()];
+    spec.memory_limit_bytes = Some(64 << 20);
+    create(&e.api, "oom", spec).await;
+    let failed = phase(&e.api, "oom", ProcessPhase::Failed).await;
+    assert_eq!(failed.oom_killed, Some(true), "{failed:?}");
+    assert_eq!(failed.exit_reason.as_deref(), Some("oom_killed"));
+    assert_eq!(failed.signal, Some(libc::SIGKILL));
+    assert_eq!(condition(&failed, "Completed"), "True");
+}

@@ -125,6 +125,8 @@ fn default_termination_grace_period_seconds() -> i64 {
         .message("spec.attach is immutable").field_path(".attach"),
     validation = Rule::new("(has(self.labels) ? self.labels : {}) == (has(oldSelf.labels) ? oldSelf.labels : {})")
         .message("spec.labels is immutable").field_path(".labels"),
+    validation = Rule::new("(has(self.memoryLimitBytes) ? self.memoryLimitBytes : 0) == (has(oldSelf.memoryLimitBytes) ? oldSelf.memoryLimitBytes : 0)")
+        .message("spec.memoryLimitBytes is immutable").field_path(".memoryLimitBytes"),
 )]
 pub struct SandboxProcessSpec {
     /// Where the sandbox daemon is: exactly one of podName, serviceName or endpoint. Immutable.
@@ -173,6 +175,14 @@ pub struct SandboxProcessSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_seconds: Option<i64>,
+
+    /// A memory limit in bytes (at least 1 MiB) for the program and everything it starts,
+    /// through a cgroup of its own in the sandbox; when the kernel's OOM killer ends it,
+    /// `status.oomKilled` says so. Needs a daemon with memory cgroups (its `/info` tells).
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub memory_limit_bytes: Option<i64>,
 
     /// `Never`, `OnFailure` (restart after a non-zero exit) or `Always`; the daemon restarts the
     /// process with backoff and `status.restartCount` counts. Immutable.
@@ -231,6 +241,7 @@ impl SandboxProcessSpec {
             stdin: StdinMode::default(),
             output: OutputMode::default(),
             timeout_seconds: None,
+            memory_limit_bytes: None,
             restart_policy: RestartPolicy::default(),
             state: DesiredState::default(),
             stop_signal: default_stop_signal(),

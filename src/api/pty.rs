@@ -110,6 +110,8 @@ fn default_idle_timeout_seconds() -> i64 {
         .message("spec.user is immutable").field_path(".user"),
     validation = Rule::new("(has(self.labels) ? self.labels : {}) == (has(oldSelf.labels) ? oldSelf.labels : {})")
         .message("spec.labels is immutable").field_path(".labels"),
+    validation = Rule::new("(has(self.memoryLimitBytes) ? self.memoryLimitBytes : 0) == (has(oldSelf.memoryLimitBytes) ? oldSelf.memoryLimitBytes : 0)")
+        .message("spec.memoryLimitBytes is immutable").field_path(".memoryLimitBytes"),
 )]
 pub struct PtySessionSpec {
     /// Where the sandbox daemon is: exactly one of podName, serviceName or endpoint. Immutable.
@@ -165,6 +167,14 @@ pub struct PtySessionSpec {
     #[schemars(range(min = 0))]
     pub ttl_seconds: Option<i64>,
 
+    /// A memory limit in bytes (at least 1 MiB) for the program and everything it starts,
+    /// through a cgroup of its own in the sandbox; when the kernel's OOM killer ends it,
+    /// `status.oomKilled` says so. Needs a daemon with memory cgroups (its `/info` tells).
+    /// Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub memory_limit_bytes: Option<i64>,
+
     /// Labels handed to the daemon with the session (the operator adds the object's uid).
     /// Immutable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -186,6 +196,7 @@ impl PtySessionSpec {
             cols: DEFAULT_COLS,
             idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
             ttl_seconds: None,
+            memory_limit_bytes: None,
             labels: BTreeMap::new(),
         }
     }

@@ -618,6 +618,7 @@ pub fn build_request(
         timeout_ms: spec
             .timeout_seconds
             .map(|s| u64::try_from(s).unwrap_or(0).saturating_mul(1000)),
+        memory_limit_bytes: spec.memory_limit_bytes.and_then(|b| u64::try_from(b).ok()),
         stop_signal: Some(SignalSpec::Name(spec.stop_signal.clone())),
         kill_grace_ms: Some(grace_ms(spec)),
         ..Default::default()

@@ -375,6 +375,7 @@ pub fn build_request(
         labels,
         idle_timeout_secs: Some(u64::try_from(spec.idle_timeout_seconds).unwrap_or(0)),
         ttl_secs: spec.ttl_seconds.map(|s| u64::try_from(s).unwrap_or(0)),
+        memory_limit_bytes: spec.memory_limit_bytes.and_then(|b| u64::try_from(b).ok()),
         ..Default::default()
     }
 }
