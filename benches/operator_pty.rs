@@ -22,7 +22,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use sandbox_operator::api::{PtyPhase, PtySession, PtySessionSpec, SandboxTarget};
 use serde_json::json;
 
-use harness::{TOKEN, ms, start_daemon, start_operator, stats, until};
+use harness::{TOKEN, ms, rss_kib, start_daemon, start_operator, stats, until};
 
 /// What the watch last saw of each object: when it first was Active with a pid, and the
 /// observed size with the instant it was first seen.
@@ -138,12 +138,14 @@ async fn main() {
         resize_observed.push(ms(at - t));
     }
 
+    let rss = rss_kib(operator.0.id());
     let report = json!({
         "bench": "operator_pty",
         "quick": quick,
         "floor_create_get": stats(floor),
         "create_to_active_with_pid": stats(create_active),
         "resize_to_observed_size": stats(resize_observed),
+        "operator_rss_kib": rss,
         "targets": {
             "create_to_active_p50_ms": 100,
             "resize_to_observed_p50_ms": 100,
