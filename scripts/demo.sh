@@ -1,71 +1,202 @@
 #!/usr/bin/env bash
-# The demo, as far as the project goes today: builds sandbox-daemon, starts it with a token,
-# and drives it over its HTTP API with curl, showing each answer. Cleans up after itself.
-# (The operator half arrives with the SandboxProcess reconciler; this script will then run the
-# local control plane and the operator as well.)
+# The demo, end to end on this machine: the local control plane (etcd + the real
+# apiextensions-apiserver), a local sandbox-daemon, and the operator. It applies the
+# SandboxProcess and PtySession examples from examples/, retargeted at the local daemon, and
+# shows their status changing: a one-shot job going Pending -> Running -> Succeeded, a web
+# server Running, a PTY session Active, an inspect-only object mirroring a process it did not
+# start, a stop through `state: Stopped`, and deletions whose finalizers kill what they
+# started. Then it cleans everything up.
+#
+# The local API server has no core API, so kubectl cannot talk to it (its discovery needs
+# /api); the demo uses curl with the same requests `kubectl apply --server-side`, `kubectl get`
+# and `kubectl delete` send.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
-apt_install curl python3
-command -v cargo >/dev/null || die "cargo is not installed: install Rust 1.85+ (https://rustup.rs)"
-log "building sandbox-daemon"
-cargo build --release --locked --bin sandbox-daemon
+NS=demo
+apt_install curl python3 procps
+rust_tools
+
+log "building sandbox-daemon and sandbox-operator"
+cargo build --locked --bin sandbox-daemon --bin sandbox-operator
+bin=target/debug
+
+started_cp=""
+if ! bash scripts/control-plane.sh status >/dev/null 2>&1; then
+    log "starting the local control plane (the first start builds the API server: ~5 min)"
+    bash scripts/control-plane.sh start || die "the local control plane did not start (see above)"
+    started_cp=1
+fi
+eval "$(bash scripts/control-plane.sh env)"
 
 work=$(mktemp -d)
-trap 'kill "${daemon_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-head -c 24 /dev/urandom | base64 > "$work/token"
-./target/release/sandbox-daemon --listen 127.0.0.1:0 --token-file "$work/token" \
-    --state-dir "$work/state" --files-root "$work/files" >"$work/out" 2>"$work/log" &
+cleanup() {
+    set +e
+    if [ -n "${operator_pid:-}" ]; then
+        log "cleaning up: deleting the demo objects (the operator's finalizers stop their processes)"
+        for kind in sandboxprocesses ptysessions; do
+            kube DELETE "$(path "$kind")" >/dev/null 2>&1
+        done
+        for _ in $(seq 100); do
+            left=$(count sandboxprocesses)$(count ptysessions)
+            [ "$left" = "00" ] && break
+            sleep 0.1
+        done
+        kill "$operator_pid" 2>/dev/null
+    fi
+    [ -n "${daemon_pid:-}" ] && kill "$daemon_pid" 2>/dev/null
+    wait 2>/dev/null
+    if [ -n "$started_cp" ]; then bash scripts/control-plane.sh stop >/dev/null 2>&1; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One request to the API server, as kubectl would send it.
+kube() {
+    local method=$1 url=$2
+    shift 2
+    curl -fsS --cacert "$SANDBOX_CP_CA" --cert "$SANDBOX_CP_CLIENT_CERT" \
+        --key "$SANDBOX_CP_CLIENT_KEY" -X "$method" "$SANDBOX_CP_SERVER$url" "$@"
+}
+path() { echo "/apis/sandboxes.dev/v1alpha1/namespaces/$NS/$1${2:+/$2}"; }
+count() {
+    kube GET "$(path "$1")" 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))' 2>/dev/null || echo 0
+}
+
+# `kubectl apply --server-side -f FILE` for one object (YAML goes as is).
+apply() {
+    local file=$1 plural=$2 name
+    name=$(sed -n 's/^  name: //p' "$file" | head -1)
+    kube PATCH "$(path "$plural" "$name")?fieldManager=demo&force=true" \
+        -H 'Content-Type: application/apply-patch+yaml' --data-binary @"$file" >/dev/null
+    echo "applied $plural/$name"
+}
+
+# `kubectl get KIND`: the API server renders the table from the CRD's printer columns.
+get() {
+    printf '\n\033[1m$ kubectl get %s -n %s\033[0m\n' "$1" "$NS"
+    kube GET "$(path "$1")" -H 'Accept: application/json;as=Table;v=v1;g=meta.k8s.io' |
+        python3 -c '
+import json, sys
+t = json.load(sys.stdin)
+cols = [c["name"].upper() for c in t["columnDefinitions"] if c.get("priority", 0) == 0]
+idx = [i for i, c in enumerate(t["columnDefinitions"]) if c.get("priority", 0) == 0]
+rows = [["" if r["cells"][i] is None else str(r["cells"][i]) for i in idx] for r in t["rows"]]
+w = [max(len(x) for x in col) for col in zip(cols, *rows)]
+for line in [cols] + rows:
+    print("   ".join(x.ljust(n) for x, n in zip(line, w)).rstrip())
+if not rows:
+    print("No resources found.")'
+}
+
+field() { # field PLURAL NAME PYTHON-EXPR-ON-status
+    kube GET "$(path "$1" "$2")" | python3 -c "import json,sys; s=json.load(sys.stdin).get('status') or {}; print($3)"
+}
+
+wait_phase() { # wait_phase PLURAL NAME PHASE
+    local phase=""
+    for _ in $(seq 300); do
+        phase=$(field "$1" "$2" "s.get('phase','')" 2>/dev/null || true)
+        [ "$phase" = "$3" ] && { echo "$1/$2 is $3"; return 0; }
+        sleep 0.1
+    done
+    die "$1/$2 did not become $3 within 30 s (it is '${phase:-no phase}')"
+}
+
+# The examples target a sandbox Pod; here the daemon is local, so their `sandbox:` block
+# becomes an endpoint. Everything else is applied exactly as written in examples/.
+retarget() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import sys, re
+src, dst, url = sys.argv[1:]
+text = open(src).read()
+out, n = re.subn(r"(?m)^  sandbox:\n(    .*\n)+", f"  sandbox:\n    endpoint: {url}\n", text)
+if n != 1:
+    sys.exit(f"{src}: expected one spec.sandbox block, found {n}")
+open(dst, "w").write(out)
+PY
+}
+
+log "starting sandbox-daemon"
+head -c 24 /dev/urandom | base64 >"$work/token"
+"$bin/sandbox-daemon" --listen 127.0.0.1:0 --token-file "$work/token" --state-dir "$work/state" \
+    >"$work/daemon.out" 2>"$work/daemon.log" &
 daemon_pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr=$(sed -n 's/^sandbox-daemon listening on //p' "$work/out")
-[ -n "$addr" ] || { cat "$work/log" >&2; die "the daemon did not start"; }
-base="http://$addr/api/v1"
-auth=(-H "Authorization: Bearer $(cat "$work/token")")
+for _ in $(seq 100); do grep -q "listening on" "$work/daemon.out" 2>/dev/null && break; sleep 0.1; done
+addr=$(sed -n 's/^sandbox-daemon listening on //p' "$work/daemon.out")
+[ -n "$addr" ] || { cat "$work/daemon.log" >&2; die "the daemon did not start"; }
+daemon="http://$addr"
+echo "daemon at $daemon"
 
-show() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-pretty() { python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin), indent=2))'; }
+log "installing the CRDs (kubectl apply --server-side -f crds/)"
+for f in crds/*.yaml; do
+    name=$(sed -n 's/^  name: //p' "$f" | head -1)
+    kube PATCH "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/$name?fieldManager=demo&force=true" \
+        -H 'Content-Type: application/apply-patch+yaml' --data-binary @"$f" >/dev/null
+    echo "applied crd/$name"
+done
+for plural in sandboxprocesses ptysessions; do
+    for _ in $(seq 100); do kube GET "$(path "$plural")" >/dev/null 2>&1 && break; sleep 0.1; done
+    kube GET "$(path "$plural")" >/dev/null || die "the $plural CRD is not served"
+done
 
-show "GET /health (no token needed)"
-curl -fsS "$base/health"; echo
-show "GET /info"
-curl -fsS "${auth[@]}" "$base/info" | pretty
+log "starting sandbox-operator (namespace $NS, daemon token from a file)"
+"$bin/sandbox-operator" run --kubeconfig "$KUBECONFIG" --namespace "$NS" \
+    --daemon-token-file "$work/token" --metrics-addr 127.0.0.1:0 2>"$work/operator.log" &
+operator_pid=$!
 
-show "POST /processes: a web server, managed by name, with a health check"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-curl -fsS "${auth[@]}" -X POST "$base/processes" -H 'Idempotency-Key: demo-web' -d @- <<JSON | pretty
-{"command":"python3","args":["-m","http.server","$port","--bind","127.0.0.1"],"name":"web",
- "labels":{"app":"demo"},"restart":{"policy":"on_failure","max_restarts":3},
- "health_check":{"type":"http","port":$port,"path":"/","initial_delay_ms":300,"interval_ms":200}}
-JSON
-sleep 1
-show "GET /processes/web (by name): health turns healthy"
-curl -fsS "${auth[@]}" "$base/processes/web" | python3 -c 'import json,sys; p=json.load(sys.stdin); print({k: p[k] for k in ("pid","status")}, p["managed"]["health_status"])'
+log "a process the sandbox started itself, for the inspect-only example to adopt"
+curl -fsS -H "Authorization: Bearer $(cat "$work/token")" -X POST "$daemon/api/v1/processes" \
+    -d '{"command":"sleep","args":["600"],"name":"agent"}' >/dev/null
+echo "daemon process 'agent' started"
 
-show "POST /processes/run: a one-shot job streaming its output (SSE)"
-curl -fsS -N "${auth[@]}" -X POST "$base/processes/run" -d '{"command":"sh","args":["-c","echo building; sleep 0.2; echo done >&2; exit 3"]}'
+log "applying the examples, retargeted at $daemon"
+for ex in process-job process-web process-stopped process-attach; do
+    retarget "examples/$ex.yaml" "$work/$ex.yaml" "$daemon"
+    apply "$work/$ex.yaml" sandboxprocesses
+done
+retarget examples/ptysession.yaml "$work/ptysession.yaml" "$daemon"
+apply "$work/ptysession.yaml" ptysessions
+get sandboxprocesses
+get ptysessions
 
-show "POST /processes with stdin piped; write to it; follow its output"
-pid=$(curl -fsS "${auth[@]}" -X POST "$base/processes" -d '{"command":"cat","stdin_mode":"pipe"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
-curl -fsS "${auth[@]}" -X POST "$base/processes/$pid/stdin" --data-binary $'hello from stdin\n'
-curl -fsS "${auth[@]}" -X POST "$base/processes/$pid/stdin/close"
-curl -fsS -N "${auth[@]}" "$base/processes/$pid/output/follow"
+log "watching: the job finishes, the server runs, the session is Active"
+job=$(sed -n 's/^  name: //p' examples/process-job.yaml | head -1)
+web=$(sed -n 's/^  name: //p' examples/process-web.yaml | head -1)
+pty=$(sed -n 's/^  name: //p' examples/ptysession.yaml | head -1)
+wait_phase sandboxprocesses "$web" Running
+wait_phase ptysessions "$pty" Active
+wait_phase sandboxprocesses "$job" Succeeded
+echo "$job output tail: $(field sandboxprocesses "$job" "' | '.join(s.get('outputTail', []))")"
+get sandboxprocesses
+get ptysessions
+echo "session $(field ptysessions "$pty" "s.get('sessionId')"), shell pid $(field ptysessions "$pty" "s.get('pid')"), size $(field ptysessions "$pty" "s.get('size')")"
+echo "TokenStored: $(field ptysessions "$pty" "[c['reason'] + ': ' + c['message'] for c in s.get('conditions', []) if c['type'] == 'TokenStored'][0]")"
 
-show "POST /processes/web/signal SIGTERM: death by signal is a failure, so on_failure restarts it"
-curl -fsS "${auth[@]}" -X POST "$base/processes/web/signal" -d '{"signal":"SIGTERM"}'; echo
-sleep 0.2
-curl -fsS "${auth[@]}" "$base/processes/web" | python3 -c 'import json,sys; p=json.load(sys.stdin); print({k: p.get(k) for k in ("pid","status","signal","exit_reason")}, p["managed"]["status"], "restarts:", p["managed"]["restart_count"])'
-sleep 0.8
-curl -fsS "${auth[@]}" "$base/processes/web" | python3 -c 'import json,sys; p=json.load(sys.stdin); print({k: p.get(k) for k in ("pid","status","signal","exit_reason")}, p["managed"]["status"], "restarts:", p["managed"]["restart_count"])'
+log "resizing the session: spec.rows/cols 50x160"
+kube PATCH "$(path ptysessions "$pty")" -H 'Content-Type: application/merge-patch+json' \
+    -d '{"spec":{"rows":50,"cols":160}}' >/dev/null
+for _ in $(seq 100); do [ "$(field ptysessions "$pty" "s.get('size')")" = "160x50" ] && break; sleep 0.1; done
+echo "observed size: $(field ptysessions "$pty" "s.get('size')")"
 
-show "GET /processes?label=app=demo"
-curl -fsS "${auth[@]}" "$base/processes?label=app=demo" | python3 -c 'import json,sys; [print(p["pid"], p["status"], p["command"], p["args"]) for p in json.load(sys.stdin)["processes"]]'
+log "stopping the web server the GitOps way: spec.state: Stopped"
+web_pid=$(field sandboxprocesses "$web" "s.get('pid')")
+kube PATCH "$(path sandboxprocesses "$web")" -H 'Content-Type: application/merge-patch+json' \
+    -d '{"spec":{"state":"Stopped"}}' >/dev/null
+wait_phase sandboxprocesses "$web" Stopped
+if kill -0 "$web_pid" 2>/dev/null; then die "pid $web_pid still runs after the stop"; fi
+echo "pid $web_pid is gone"
+get sandboxprocesses
 
-show "A request without the token"
-curl -sS "$base/processes"; echo
+log "deleting the PTY session: the finalizer kills the shell first"
+shell_pid=$(field ptysessions "$pty" "s.get('pid')")
+kube DELETE "$(path ptysessions "$pty")" >/dev/null
+for _ in $(seq 100); do [ "$(count ptysessions)" = 0 ] && break; sleep 0.1; done
+[ "$(count ptysessions)" = 0 ] || die "the PtySession was not deleted"
+if kill -0 "$shell_pid" 2>/dev/null; then die "shell pid $shell_pid still runs after the delete"; fi
+echo "ptysession/$pty deleted; shell pid $shell_pid is gone"
+get ptysessions
 
-show "DELETE /processes/web (stop signal, 500 ms grace, SIGKILL)"
-curl -fsS "${auth[@]}" -X DELETE "$base/processes/web?grace_ms=500" -o /dev/null -w '%{http_code}\n'
-log "demo finished; the daemon is stopped and its temp dir removed"
+log "demo done"
