@@ -259,17 +259,17 @@ fn sandbox_process_stopped_is_suspended() {
     obj["spec"]["state"] = json!("Stopped");
     assert_health(SBP, &obj, "Suspended", "stopped with SIGTERM");
 
-    // Asked to stop, not stopped yet.
+    // Asked to stop, not stopped yet: the operator keeps Ready=True while the process runs.
     let mut obj = process(json!({
         "phase": "Running", "observedGeneration": 2,
         "conditions": [
-            cond("Ready", "True", "Running", "running"),
-            cond("Reconciling", "True", "Stopping", "stopping: SIGTERM sent"),
+            cond("Ready", "True", "Running", "running with pid 42"),
+            cond("Reconciling", "False", "Running", ""),
         ],
     }));
     obj["metadata"]["generation"] = json!(2);
     obj["spec"]["state"] = json!("Stopped");
-    assert_health(SBP, &obj, "Progressing", "stopping");
+    assert_health(SBP, &obj, "Progressing", "Stopping: spec.state is Stopped");
 }
 
 #[test]
@@ -300,6 +300,26 @@ fn pty_session_phases() {
         "conditions": [cond("Ready", "False", "Lost", "daemon restarted")],
     }));
     assert_health(PTY, &lost, "Degraded", "daemon restarted");
+
+    // Alive, but nobody can ever attach: the operator could not store the token.
+    let unattachable = pty(json!({
+        "phase": "Active", "observedGeneration": 1,
+        "conditions": [
+            cond("Ready", "True", "Active", "alive"),
+            cond("TokenStored", "False", "TokenUnrecoverable", "delete and re-create the object"),
+        ],
+    }));
+    assert_health(PTY, &unattachable, "Degraded", "delete and re-create");
+
+    // The token is on its way: not a problem.
+    let storing = pty(json!({
+        "phase": "Active", "observedGeneration": 1,
+        "conditions": [
+            cond("Ready", "True", "Active", "alive"),
+            cond("TokenStored", "False", "Pending", ""),
+        ],
+    }));
+    assert_health(PTY, &storing, "Healthy", "alive");
 
     let stalled = pty(json!({
         "phase": "Pending", "observedGeneration": 1,

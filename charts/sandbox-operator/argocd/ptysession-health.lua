@@ -3,6 +3,8 @@
 --
 --   deleting, or spec not yet observed (observedGeneration < generation) -> Progressing
 --   Stalled=True, Lost                                                   -> Degraded
+--   Active but TokenStored=False for good (TokenUnrecoverable,
+--   SecretsNotServed: nobody can attach)                                 -> Degraded
 --   Active with Ready=True                                               -> Healthy
 --   Exited, Expired (the session ended the way sessions end)             -> Healthy
 --   Pending, Active while Reconciling or not yet Ready                   -> Progressing
@@ -73,6 +75,14 @@ end
 if phase == "Expired" then
   hs.status = "Healthy"
   hs.message = message(condition(status, "Completed"), "Expired (idle timeout or TTL)")
+  return hs
+end
+
+local token = condition(status, "TokenStored")
+if phase == "Active" and token ~= nil and token.status == "False"
+    and (token.reason == "TokenUnrecoverable" or token.reason == "SecretsNotServed") then
+  hs.status = "Degraded"
+  hs.message = message(token, "The attach token could not be stored")
   return hs
 end
 

@@ -6,6 +6,7 @@
 --   Failed, Lost                                                          -> Degraded
 --   Succeeded                                                             -> Healthy
 --   Stopped (spec.state: Stopped, asked for in Git)                       -> Suspended
+--   spec.state: Stopped while still Running or Pending (stopping)         -> Progressing
 --   Running with Ready=True                                               -> Healthy
 --   Running while Reconciling or not Ready (restarting, stopping), Pending -> Progressing
 local hs = {}
@@ -86,6 +87,13 @@ end
 if phase == "Stopped" then
   hs.status = "Suspended"
   hs.message = message(condition(status, "Completed"), "Stopped as spec.state asks")
+  return hs
+end
+
+-- The operator reports Ready=True for as long as the process runs, stop requested or not.
+if obj.spec ~= nil and obj.spec.state == "Stopped" then
+  hs.status = "Progressing"
+  hs.message = "Stopping: spec.state is Stopped, the process is " .. phase
   return hs
 end
 
