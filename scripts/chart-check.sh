@@ -132,14 +132,14 @@ EOF
 }
 
 log "helm template (default values) | kubernetes-validate"
-"$helm" template sandbox-operator "$chart" --namespace sandbox-operator >"$work/default.yaml"
+"$helm" template sandbox-operator "$chart" --kube-version "$k8s_version" --namespace sandbox-operator >"$work/default.yaml"
 validate_rendered default "$work/default.yaml"
 grep -q '^kind: ClusterRole$' "$work/default.yaml" || die "default values render no ClusterRole"
 grep -q '^kind: CustomResourceDefinition$' "$work/default.yaml" || die "default values render no CRD"
 if grep -q -- '--leader-elect' "$work/default.yaml"; then die "one replica must not elect a leader"; fi
 
 log "helm template (watchNamespaces, 2 replicas, serviceMonitor, networkPolicy) | kubernetes-validate"
-"$helm" template sandbox-operator "$chart" --namespace sandbox-operator -f "$work/values-full.yaml" >"$work/full.yaml"
+"$helm" template sandbox-operator "$chart" --kube-version "$k8s_version" --namespace sandbox-operator -f "$work/values-full.yaml" >"$work/full.yaml"
 grep -q '^kind: ServiceMonitor$' "$work/full.yaml" || die "serviceMonitor.enabled renders no ServiceMonitor"
 grep -q '^kind: NetworkPolicy$' "$work/full.yaml" || die "networkPolicy.enabled renders no NetworkPolicy"
 if grep -q '^kind: ClusterRole' "$work/full.yaml"; then die "watchNamespaces must not render a ClusterRole(Binding)"; fi
@@ -151,12 +151,12 @@ done
 validate_rendered full "$work/full.yaml"
 
 log "helm template --set crds.install=false renders no CRD"
-if "$helm" template sandbox-operator "$chart" --set crds.install=false | grep -q '^kind: CustomResourceDefinition$'; then
+if "$helm" template sandbox-operator "$chart" --kube-version "$k8s_version" --set crds.install=false | grep -q '^kind: CustomResourceDefinition$'; then
     die "crds.install=false still renders CRDs"
 fi
 
 log "values.schema.json rejects a wrong value"
-if "$helm" template sandbox-operator "$chart" --set image.pullPolicy=Sometimes >/dev/null 2>&1; then
+if "$helm" template sandbox-operator "$chart" --kube-version "$k8s_version" --set image.pullPolicy=Sometimes >/dev/null 2>&1; then
     die "values.schema.json accepted image.pullPolicy=Sometimes"
 fi
 
