@@ -13,8 +13,11 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cargo.toml names the benches: the manifest does not load without them.
 COPY benches ./benches
-# The same build as scripts/build-static-daemon.sh: glibc's static libc, no dynamic loader.
-ENV RUSTFLAGS="-C target-feature=+crt-static"
+# The same build as scripts/build-static-daemon.sh (glibc's static libc, no dynamic loader),
+# without debug info and symbols for a small image.
+ENV RUSTFLAGS="-C target-feature=+crt-static" \
+    CARGO_PROFILE_RELEASE_DEBUG=0 \
+    CARGO_PROFILE_RELEASE_STRIP=symbols
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(uname -m)-unknown-linux-gnu" \

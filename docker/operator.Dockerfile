@@ -10,7 +10,9 @@ COPY src ./src
 COPY benches ./benches
 # A static binary (glibc's static libc; TLS is rustls, so nothing else to link): it runs on
 # distroless/static, which has no libc.
-ENV RUSTFLAGS="-C target-feature=+crt-static"
+ENV RUSTFLAGS="-C target-feature=+crt-static" \
+    CARGO_PROFILE_RELEASE_DEBUG=0 \
+    CARGO_PROFILE_RELEASE_STRIP=symbols
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(uname -m)-unknown-linux-gnu" \

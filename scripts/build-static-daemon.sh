@@ -24,8 +24,10 @@ case "$desc" in
     *"statically linked"* | *"static-pie linked"*) ;;
     *) die "$bin is not static: $desc" ;;
 esac
-if ldd "$bin" >/dev/null 2>&1; then
-    die "ldd lists shared libraries for $bin: $(ldd "$bin")"
+# ldd prints "statically linked" (exit 0) for a static-pie binary, "not a dynamic executable"
+# (exit 1) for a plain static one, and `lib => path` lines for a dynamic one.
+if ldd "$bin" 2>&1 | grep -q '=>'; then
+    die "ldd lists shared libraries for $bin: $(ldd "$bin" 2>&1)"
 fi
 "$bin" --version >/dev/null || die "$bin does not run"
 
