@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 # python3: test programs (OOM, health checks); util-linux: `unshare` for the PID 1 test;
-# procps: `ps` in PTY tests.
-apt_install python3 util-linux procps
+# procps: `ps` in PTY tests; lua5.1: the Argo CD health checks (tests/argocd_health.rs).
+apt_install python3 util-linux procps lua5.1
 rust_tools
 
 log "building"
