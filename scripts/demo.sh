@@ -105,17 +105,23 @@ wait_phase() { # wait_phase PLURAL NAME PHASE
     die "$1/$2 did not become $3 within 30 s (it is '${phase:-no phase}')"
 }
 
-# The examples target a sandbox Pod; here the daemon is local, so their `sandbox:` block
-# becomes an endpoint. Everything else is applied exactly as written in examples/.
+# The examples target a sandbox Pod or Service; here the daemon is local, so each object's
+# `sandbox:` block becomes an endpoint. Everything else is applied exactly as written in
+# examples/. Writes one file per object into $work and prints their paths.
 retarget() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import sys, re
-src, dst, url = sys.argv[1:]
-text = open(src).read()
-out, n = re.subn(r"(?m)^  sandbox:\n(    .*\n)+", f"  sandbox:\n    endpoint: {url}\n", text)
-if n != 1:
-    sys.exit(f"{src}: expected one spec.sandbox block, found {n}")
-open(dst, "w").write(out)
+    python3 - "$1" "$work" "$daemon" <<'PY'
+import re, sys
+src, outdir, url = sys.argv[1:]
+for doc in re.split(r"(?m)^---\n", open(src).read()):
+    if "\nkind:" not in "\n" + doc:
+        continue
+    out, n = re.subn(r"(?m)^  sandbox:\n(    .*\n)+", f"  sandbox:\n    endpoint: {url}\n", doc)
+    if n != 1:
+        sys.exit(f"{src}: expected one spec.sandbox block per object, found {n}")
+    name = re.search(r"(?m)^  name: (\S+)", out).group(1)
+    path = f"{outdir}/{name}.yaml"
+    open(path, "w").write(out)
+    print(path)
 PY
 }
 
@@ -154,11 +160,9 @@ echo "daemon process 'agent' started"
 
 log "applying the examples, retargeted at $daemon"
 for ex in process-job process-web process-stopped process-attach; do
-    retarget "examples/$ex.yaml" "$work/$ex.yaml" "$daemon"
-    apply "$work/$ex.yaml" sandboxprocesses
+    for f in $(retarget "examples/$ex.yaml"); do apply "$f" sandboxprocesses; done
 done
-retarget examples/ptysession.yaml "$work/ptysession.yaml" "$daemon"
-apply "$work/ptysession.yaml" ptysessions
+for f in $(retarget examples/ptysession.yaml); do apply "$f" ptysessions; done
 get sandboxprocesses
 get ptysessions
 
