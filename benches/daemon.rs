@@ -76,7 +76,18 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first: a daemon stopped that way removes its pool of cgroup leaves, one killed
+    /// with SIGKILL leaves them behind in the shared parent cgroup. SIGKILL after 5 s.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
