@@ -98,7 +98,13 @@ fn config_from(args: Args) -> anyhow::Result<Config> {
         (None, Some(value)) => Some(value.trim().to_owned()),
         (None, None) => None,
     };
-    // SAFETY (of intent): children must never inherit the token; spawn also removes it.
+    // Children must never inherit the token. Removing it here, once, also spares spawn from
+    // filtering it out of every child's environment (which costs std a copy of it all).
+    if std::env::var_os(TOKEN_ENV).is_some() {
+        // SAFETY: no other thread exists yet (the runtime is built after this), so nothing can
+        // read the environment concurrently.
+        unsafe { std::env::remove_var(TOKEN_ENV) };
+    }
     let token = token.filter(|t| !t.is_empty());
     let listen = match (args.listen, token.is_some()) {
         (Some(addr), _) => addr,

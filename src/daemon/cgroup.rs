@@ -42,6 +42,8 @@ pub struct Cgroups {
     /// v1: the daemon cgroup's `tasks`, to step the spawning thread back out of a leaf.
     base_tasks: Option<File>,
     pool: Mutex<Vec<Leaf>>,
+    /// Leaves of ended children, waiting to be recycled by the background maintenance.
+    returned: Mutex<Vec<Leaf>>,
     next: AtomicU64,
     pool_low: Notify,
 }
@@ -109,6 +111,7 @@ impl Cgroups {
             tag: super::random_id(4),
             base_tasks,
             pool: Mutex::new(Vec::new()),
+            returned: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
             pool_low: Notify::new(),
         }
@@ -277,6 +280,21 @@ impl Cgroups {
         }
     }
 
+    /// Hands back the leaf of a child that ended, to be recycled (see [`Cgroups::recycle`]) by
+    /// the background maintenance: its reads and writes of cgroup files stay off the runtime.
+    pub fn give_back(&self, leaf: Leaf) {
+        self.returned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(leaf);
+        self.pool_low.notify_one();
+    }
+
+    /// The leaves handed back since the last call.
+    pub fn take_returned(&self) -> Vec<Leaf> {
+        std::mem::take(&mut *self.returned.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     fn make_leaf(&self) -> io::Result<Leaf> {
         let (base, v2) = match &self.mode {
             Mode::V2 { base } => (base, true),
@@ -299,30 +317,31 @@ impl Cgroups {
         })
     }
 
-    /// Keeps the pool of ready leaves filled; runs for the daemon's lifetime.
-    pub async fn refill_forever(&self) {
-        if !self.enabled() {
-            return;
-        }
+    /// Resolves when the pool has run low or a leaf was handed back (a wake-up that came while
+    /// nobody waited is kept).
+    pub async fn pool_low(&self) {
+        self.pool_low.notified().await;
+    }
+
+    /// Makes leaves until the pool holds `POOL_TARGET`. Blocking: a `mkdir` in the memory
+    /// controller takes tens of microseconds to milliseconds, so this runs off the runtime.
+    pub fn fill_pool(&self) {
         loop {
-            loop {
-                let len = self.pool.lock().unwrap_or_else(|e| e.into_inner()).len();
-                if len >= POOL_TARGET {
-                    break;
-                }
-                match self.make_leaf() {
-                    Ok(leaf) => self
-                        .pool
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(leaf),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot pre-create cgroup leaves");
-                        break;
-                    }
+            let len = self.pool.lock().unwrap_or_else(|e| e.into_inner()).len();
+            if len >= POOL_TARGET {
+                return;
+            }
+            match self.make_leaf() {
+                Ok(leaf) => self
+                    .pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(leaf),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot pre-create cgroup leaves");
+                    return;
                 }
             }
-            self.pool_low.notified().await;
         }
     }
 
@@ -338,25 +357,22 @@ impl Cgroups {
         else {
             return spawn();
         };
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() }.to_string();
-        tasks.write_at(tid.as_bytes(), 0)?;
+        // "0" moves the writing thread itself. Unlike its thread id, it lets the kernel skip the
+        // global cgroup_threadgroup_rwsem write lock, which waits for an RCU grace period and
+        // for every fork and exit on the machine: milliseconds now and then (the p99).
+        tasks.write_at(b"0", 0)?;
         let result = spawn();
-        if let Err(e) = base_tasks.write_at(tid.as_bytes(), 0) {
+        if let Err(e) = base_tasks.write_at(b"0", 0) {
             // A thread stuck in a leaf would put later children in the wrong cgroup: loud.
             tracing::error!(error = %e, "could not move the spawning thread back to the daemon cgroup");
         }
         result
     }
 
-    /// Removes pooled leaves (at shutdown).
+    /// Removes pooled leaves, and handed-back ones not recycled yet (at shutdown).
     pub fn clear_pool(&self) {
-        for leaf in self
-            .pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        let pooled = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        for leaf in pooled.into_iter().chain(self.take_returned()) {
             let _ = leaf.remove();
         }
     }

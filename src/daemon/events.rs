@@ -3,17 +3,33 @@
 //! holds anything up; one that falls behind the ring is told it must re-list.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::wire::{DaemonEvent, EventKind, ProcessInfo, PtySessionInfo, now_ms};
 
+/// One event, serialized when first read: most events are never read (no `/events`
+/// subscriber), and serializing a ProcessInfo at every start and exit showed in the profile.
+#[derive(Debug)]
+struct Event {
+    event: DaemonEvent,
+    json: OnceLock<Bytes>,
+}
+
+impl Event {
+    fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.event).unwrap_or_default()))
+            .clone()
+    }
+}
+
 #[derive(Debug)]
 struct Ring {
     next_seq: u64,
-    events: VecDeque<(u64, Bytes)>,
+    events: VecDeque<(u64, Arc<Event>)>,
 }
 
 #[derive(Debug)]
@@ -85,8 +101,11 @@ impl EventBus {
                 process,
                 session,
             };
-            let json = serde_json::to_vec(&event).unwrap_or_default();
-            ring.events.push_back((seq, Bytes::from(json)));
+            let event = Arc::new(Event {
+                event,
+                json: OnceLock::new(),
+            });
+            ring.events.push_back((seq, event));
             while ring.events.len() > self.capacity {
                 ring.events.pop_front();
             }
@@ -96,16 +115,21 @@ impl EventBus {
 
     /// Events with `seq > after`, at most `max` of them.
     pub fn read_after(&self, after: u64, max: usize) -> EventBatch {
-        let ring = self.lock();
-        let oldest = ring
-            .events
-            .front()
-            .map(|(s, _)| *s)
-            .unwrap_or(ring.next_seq);
-        let missed = after + 1 < oldest;
-        let start = ring.events.partition_point(|(s, _)| *s <= after);
+        let (picked, missed) = {
+            let ring = self.lock();
+            let oldest = ring
+                .events
+                .front()
+                .map(|(s, _)| *s)
+                .unwrap_or(ring.next_seq);
+            let start = ring.events.partition_point(|(s, _)| *s <= after);
+            let picked: Vec<(u64, Arc<Event>)> =
+                ring.events.range(start..).take(max).cloned().collect();
+            (picked, after + 1 < oldest)
+        };
+        // Serialized outside the lock, so publishers never wait for a reader's serde work.
         EventBatch {
-            events: ring.events.range(start..).take(max).cloned().collect(),
+            events: picked.into_iter().map(|(s, e)| (s, e.json())).collect(),
             missed,
         }
     }

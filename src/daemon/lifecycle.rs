@@ -476,12 +476,7 @@ impl Daemon {
                 }
             }
             if let Some(leaf) = st.leaf.take() {
-                if let Err(leaf) = self.cgroups.recycle(leaf) {
-                    self.leftover_leaves
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(leaf);
-                }
+                self.cgroups.give_back(leaf);
             }
         });
         // Dropping our end lets writers see EPIPE instead of blocking.

@@ -2,9 +2,11 @@
 //! its own process group, its own cgroup leaf, and pipes.
 
 use std::ffi::{CStr, CString};
+use std::fs::{File, OpenOptions};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use super::cgroup::{Cgroups, Leaf, join_from_child};
 use super::reaper::{Reaper, WaitStatus};
@@ -123,8 +125,13 @@ pub fn spawn(
 ) -> std::io::Result<Spawned> {
     let mut cmd = Command::new(&req.command);
     cmd.args(&req.args);
+    // Only when the secret is really there: any change to the environment makes std copy the
+    // daemon's whole environment into a map and rebuild envp on every spawn. The daemon binary
+    // removes the token from its own environment at start, so this stays the rare case.
     for key in SECRET_ENV {
-        cmd.env_remove(key);
+        if std::env::var_os(key).is_some() {
+            cmd.env_remove(key);
+        }
     }
     cmd.envs(&req.env);
     if let Some(dir) = &req.working_dir {
@@ -133,11 +140,11 @@ pub fn spawn(
     cmd.process_group(0);
     cmd.stdin(match req.stdin_mode {
         StdinMode::Pipe => Stdio::piped(),
-        StdinMode::Closed => Stdio::null(),
+        StdinMode::Closed => dev_null(),
     });
     let capture = |mode| match mode {
         OutputMode::Capture => Stdio::piped(),
-        OutputMode::Discard => Stdio::null(),
+        OutputMode::Discard => dev_null(),
     };
     cmd.stdout(capture(req.stdout_mode));
     cmd.stderr(capture(req.stderr_mode));
@@ -182,6 +189,23 @@ pub fn spawn(
         exit,
     })
     // `child` is dropped without waiting: the reaper owns the wait.
+}
+
+/// `/dev/null` for a child's stdio: a duplicate of one descriptor opened once, which spares
+/// every spawn a path lookup (`Stdio::null()` opens the file anew each time).
+fn dev_null() -> Stdio {
+    static NULL: OnceLock<Option<File>> = OnceLock::new();
+    let cached = NULL.get_or_init(|| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .ok()
+    });
+    match cached.as_ref().and_then(|f| f.try_clone().ok()) {
+        Some(file) => Stdio::from(file),
+        None => Stdio::null(),
+    }
 }
 
 /// A bigger pipe means fewer wake-ups per megabyte for chatty children.
