@@ -95,6 +95,28 @@ field() { # field PLURAL NAME PYTHON-EXPR-ON-status
     kube GET "$(path "$1" "$2")" | python3 -c "import json,sys; s=json.load(sys.stdin).get('status') or {}; print($3)"
 }
 
+# `kubectl get -w` for one object: prints each phase it goes through until it is finished.
+watch_phases() { # watch_phases PLURAL NAME
+    python3 - "$SANDBOX_CP_SERVER$(path "$1")?watch=1&timeoutSeconds=60&fieldSelector=metadata.name%3D$2" \
+        "$SANDBOX_CP_CA" "$SANDBOX_CP_CLIENT_CERT" "$SANDBOX_CP_CLIENT_KEY" <<'PY'
+import json, subprocess, sys, time
+url, ca, cert, key = sys.argv[1:]
+curl = subprocess.Popen(["curl", "-fsSN", "--cacert", ca, "--cert", cert, "--key", key, url],
+                        stdout=subprocess.PIPE, text=True)
+start, last = time.monotonic(), object()
+for line in curl.stdout:
+    obj = json.loads(line)["object"]
+    phase = (obj.get("status") or {}).get("phase")
+    if phase != last:
+        last = phase
+        shown = phase or "Pending (no status yet)"
+        print(f"  +{(time.monotonic() - start) * 1000:6.0f} ms  {obj['metadata']['name']}: {shown}", flush=True)
+    if phase in ("Succeeded", "Failed", "Stopped", "Lost", "Exited", "Expired"):
+        break
+curl.kill()
+PY
+}
+
 wait_phase() { # wait_phase PLURAL NAME PHASE
     local phase=""
     for _ in $(seq 300); do
@@ -158,21 +180,29 @@ curl -fsS -H "Authorization: Bearer $(cat "$work/token")" -X POST "$daemon/api/v
     -d '{"command":"sleep","args":["600"],"name":"agent"}' >/dev/null
 echo "daemon process 'agent' started"
 
-log "applying the examples, retargeted at $daemon"
-for ex in process-job process-web process-stopped process-attach; do
+job=$(sed -n 's/^  name: //p' examples/process-job.yaml | head -1)
+log "the one-shot job: watching it go Pending -> Running -> Succeeded (kubectl get -w)"
+watch_phases sandboxprocesses "$job" >"$work/job-phases" &
+watcher=$!
+sleep 0.5
+for f in $(retarget examples/process-job.yaml); do apply "$f" sandboxprocesses; done
+wait "$watcher" || die "watching $job failed"
+cat "$work/job-phases"
+grep -q "$job: Succeeded" "$work/job-phases" || die "$job did not succeed"
+
+log "applying the other examples, retargeted at $daemon"
+for ex in process-web process-stopped process-attach; do
     for f in $(retarget "examples/$ex.yaml"); do apply "$f" sandboxprocesses; done
 done
 for f in $(retarget examples/ptysession.yaml); do apply "$f" ptysessions; done
 get sandboxprocesses
 get ptysessions
 
-log "watching: the job finishes, the server runs, the session is Active"
-job=$(sed -n 's/^  name: //p' examples/process-job.yaml | head -1)
+log "waiting for the server to run and the sessions to be Active"
 web=$(sed -n 's/^  name: //p' examples/process-web.yaml | head -1)
 pty=$(sed -n 's/^  name: //p' examples/ptysession.yaml | head -1)
 wait_phase sandboxprocesses "$web" Running
 wait_phase ptysessions "$pty" Active
-wait_phase sandboxprocesses "$job" Succeeded
 echo "$job output tail: $(field sandboxprocesses "$job" "' | '.join(s.get('outputTail', []))")"
 get sandboxprocesses
 get ptysessions
@@ -197,8 +227,8 @@ get sandboxprocesses
 log "deleting the PTY session: the finalizer kills the shell first"
 shell_pid=$(field ptysessions "$pty" "s.get('pid')")
 kube DELETE "$(path ptysessions "$pty")" >/dev/null
-for _ in $(seq 100); do [ "$(count ptysessions)" = 0 ] && break; sleep 0.1; done
-[ "$(count ptysessions)" = 0 ] || die "the PtySession was not deleted"
+for _ in $(seq 100); do kube GET "$(path ptysessions "$pty")" >/dev/null 2>&1 || break; sleep 0.1; done
+if kube GET "$(path ptysessions "$pty")" >/dev/null 2>&1; then die "ptysession/$pty was not deleted"; fi
 if kill -0 "$shell_pid" 2>/dev/null; then die "shell pid $shell_pid still runs after the delete"; fi
 echo "ptysession/$pty deleted; shell pid $shell_pid is gone"
 get ptysessions

@@ -826,3 +826,17 @@ fn cgroup_base(pid: i32) -> Option<std::path::PathBuf> {
     })?;
     Some(std::path::Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/')))
 }
+
+#[tokio::test]
+async fn a_clean_exit_on_the_stop_signal_is_still_killed() {
+    let d = Daemon::start();
+    // A server that catches SIGTERM and exits 0, as most do.
+    let mut req = sh("trap 'exit 0' TERM; while :; do sleep 0.05; done");
+    req.stop_signal = Some(SignalSpec::Name("SIGTERM".into()));
+    let p = d.client.start(&req).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    d.client.kill(&p.pid.to_string(), Some(5000)).await.unwrap();
+    let info = d.wait_end(p.pid).await;
+    assert_eq!(info.exit_code, Some(0), "{info:?}");
+    assert_eq!(info.exit_reason, Some(ExitReason::Killed), "{info:?}");
+}

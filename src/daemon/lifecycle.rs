@@ -230,6 +230,7 @@ impl Daemon {
             exit_reason: None,
             stdin_writable: false,
             api_signals: 0,
+            stop_requested: false,
             run: 0,
             managed,
             leaf: None,
@@ -331,6 +332,7 @@ impl Daemon {
             st.timed_out = false;
             st.exit_reason = None;
             st.api_signals = 0;
+            st.stop_requested = false;
             st.started_at = now_ms();
             st.stdin_writable = spawned.stdin.is_some();
             st.run += 1;
@@ -457,6 +459,9 @@ impl Daemon {
                 ExitReason::Timeout
             } else {
                 match status {
+                    // A clean exit on the stop signal (servers that catch SIGTERM/SIGINT
+                    // exit 0) is still the API's doing.
+                    WaitStatus::Exited(_) if st.stop_requested => ExitReason::Killed,
                     WaitStatus::Exited(_) => ExitReason::Exited,
                     WaitStatus::Signaled(sig) if st.api_signals & (1 << sig) != 0 => {
                         ExitReason::Killed
@@ -569,6 +574,7 @@ impl Daemon {
                 StopReason::Timeout => st.timed_out = true,
                 StopReason::Api | StopReason::Shutdown => {
                     st.api_signals |= (1 << first_signal) | (1 << SIGKILL);
+                    st.stop_requested = true;
                 }
             }
             true

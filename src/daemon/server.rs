@@ -117,6 +117,7 @@ impl Daemon {
                 exit_reason: info.exit_reason,
                 stdin_writable: false,
                 api_signals: 0,
+                stop_requested: false,
                 run: 1,
                 managed,
                 leaf: None,

@@ -30,6 +30,9 @@ pub struct RunState {
     pub stdin_writable: bool,
     /// Signals sent through the API during this run (bit n = signal n), to tell "killed" apart.
     pub api_signals: u64,
+    /// A stop (`DELETE`, shutdown) was sent during this run: however it then ends, even by a
+    /// clean exit on the stop signal, the API ended it (`exit_reason: killed`).
+    pub stop_requested: bool,
     /// Which run this is (1 = first); a stale timer for an earlier run must not act.
     pub run: u64,
     pub managed: Option<ManagedState>,

@@ -25,7 +25,8 @@ pub enum ExitReason {
     OomKilled,
     /// Ended because `timeout_ms` passed.
     Timeout,
-    /// Ended by a kill or signal request through the API.
+    /// Ended by a kill or signal request through the API (a clean exit on the stop signal of
+    /// a `DELETE` counts: the API ended it).
     Killed,
     /// The daemon restarted while it ran; what became of it is unknown.
     Lost,
