@@ -70,6 +70,9 @@ pub struct Config {
 /// Shared by the health and metrics handlers.
 struct Health {
     ready: AtomicBool,
+    /// Waiting for the Lease: healthy and ready for a rollout, just not reconciling. A standby
+    /// that reported not-ready would stall every rolling update of a replicated Deployment.
+    standby: AtomicBool,
     metrics: Arc<Metrics>,
     process_stores: Vec<Store<SandboxProcess>>,
     pty_stores: Vec<Store<PtySession>>,
@@ -112,6 +115,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let health = Arc::new(Health {
         ready: AtomicBool::new(false),
+        standby: AtomicBool::new(false),
         metrics: metrics.clone(),
         process_stores: process_routes.iter().map(|r| r.store.clone()).collect(),
         pty_stores: pty_routes.iter().map(|r| r.store.clone()).collect(),
@@ -124,6 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             std::env::var("HOSTNAME").unwrap_or_else(|_| "sandbox-operator".into()),
             std::process::id()
         );
+        health.standby.store(true, Ordering::SeqCst);
         let lost = leader::acquire(
             kube.clone(),
             LeaseConfig {
@@ -134,6 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         )
         .await?;
+        health.standby.store(false, Ordering::SeqCst);
         tokio::spawn(async move {
             lost.await;
             // Another replica may be reconciling now: stop at once rather than race it.
@@ -422,6 +428,11 @@ async fn serve(
 async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, &'static str) {
     if health.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")
+    } else if health.standby.load(Ordering::SeqCst) {
+        (
+            StatusCode::OK,
+            "standby: waiting for the leader-election Lease",
+        )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
     }
@@ -512,5 +523,31 @@ fn pty_phase_name(p: PtyPhase) -> &'static str {
         PtyPhase::Exited => "Exited",
         PtyPhase::Expired => "Expired",
         PtyPhase::Lost => "Lost",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(ready: bool, standby: bool) -> Arc<Health> {
+        Arc::new(Health {
+            ready: AtomicBool::new(ready),
+            standby: AtomicBool::new(standby),
+            metrics: Arc::new(Metrics::default()),
+            process_stores: Vec::new(),
+            pty_stores: Vec::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ready_when_synced_or_standing_by() {
+        assert_eq!(
+            readyz(State(health(false, false))).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(readyz(State(health(true, false))).await.0, StatusCode::OK);
+        // A leader-election standby must not block a rolling update.
+        assert_eq!(readyz(State(health(false, true))).await.0, StatusCode::OK);
     }
 }
