@@ -23,6 +23,11 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     call: String,
 }
@@ -42,6 +47,13 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     objects: Family<PhaseLabels, Gauge>,
     daemon_calls: HistogramFamily<CallLabels>,
+    create_to_running: HistogramFamily<KindLabels>,
+    exit_to_status: HistogramFamily<KindLabels>,
+}
+
+/// 10 ms .. ~160 s, for times users wait on (whole seconds on the object's timestamps).
+fn wait_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 15))
 }
 
 impl Default for Metrics {
@@ -64,8 +76,22 @@ impl Default for Metrics {
         );
         registry.register(
             "sandbox_operator_objects",
-            "SandboxProcess objects by phase",
+            "Objects by kind and phase",
             objects.clone(),
+        );
+        let create_to_running: HistogramFamily<KindLabels> =
+            Family::new_with_constructor(wait_histogram);
+        let exit_to_status: HistogramFamily<KindLabels> =
+            Family::new_with_constructor(wait_histogram);
+        registry.register(
+            "sandbox_operator_create_to_running_seconds",
+            "From an object's creation (whole seconds, as creationTimestamp has) to the status showing it Running (Active), by kind",
+            create_to_running.clone(),
+        );
+        registry.register(
+            "sandbox_operator_exit_to_status_seconds",
+            "From the daemon's end time of a process or session to the status showing it, by kind",
+            exit_to_status.clone(),
         );
         registry.register(
             "sandbox_operator_daemon_call_duration_seconds",
@@ -78,8 +104,20 @@ impl Default for Metrics {
             reconcile_errors,
             objects,
             daemon_calls,
+            create_to_running,
+            exit_to_status,
         }
     }
+}
+
+fn observe_since(family: &HistogramFamily<KindLabels>, kind: &str, since_ms: i64) {
+    let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let secs = (now_ms - since_ms).max(0) as f64 / 1000.0;
+    family
+        .get_or_create(&KindLabels {
+            kind: kind.to_owned(),
+        })
+        .observe(secs);
 }
 
 impl Metrics {
@@ -87,6 +125,18 @@ impl Metrics {
     pub fn reconciled(&self, started: Instant) {
         self.reconcile_duration
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records the time from an object's creation (`created_ms`, epoch ms) to now, when its
+    /// status first shows it Running / Active.
+    pub fn running_after_create(&self, kind: &str, created_ms: i64) {
+        observe_since(&self.create_to_running, kind, created_ms);
+    }
+
+    /// Records the time from the daemon's end of a run (`ended_ms`, epoch ms) to now, when
+    /// the status first shows it.
+    pub fn status_after_exit(&self, kind: &str, ended_ms: i64) {
+        observe_since(&self.exit_to_status, kind, ended_ms);
     }
 
     /// Counts one failed reconcile under `error` (an error variant name).
@@ -148,6 +198,15 @@ mod tests {
             text.contains("sandbox_operator_objects{kind=\"SandboxProcess\",phase=\"Running\"} 2")
         );
         assert!(text.contains("sandbox_operator_reconcile_duration_seconds_count 1"));
+        m.status_after_exit(
+            "PtySession",
+            k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+        );
+        let text = m.encode();
+        assert!(
+            text.contains("sandbox_operator_exit_to_status_seconds_count{kind=\"PtySession\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("sandbox_operator_daemon_call_duration_seconds_count{call=\"start\"} 1")
         );
