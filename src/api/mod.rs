@@ -13,6 +13,7 @@
 pub mod common;
 pub mod process;
 pub mod pty;
+pub mod reference;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -26,6 +26,9 @@ enum Command {
         /// Write one file per CRD (`<group>_<plural>.yaml`) into this directory instead.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Print the Markdown field reference (`docs/crd-reference.md`) instead of the YAML.
+        #[arg(long, conflicts_with = "out_dir")]
+        reference: bool,
     },
     /// Run the operator: reconcile SandboxProcess and PtySession objects until SIGTERM.
     Run {
@@ -46,7 +49,7 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Crd { out_dir } => match crd(out_dir) {
+        Command::Crd { out_dir, reference } => match crd(out_dir, reference) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("sandbox-operator crd: {err:#}");
@@ -96,7 +99,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn crd(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn crd(out_dir: Option<PathBuf>, reference: bool) -> anyhow::Result<()> {
+    if reference {
+        print!("{}", api::reference::reference_markdown());
+        return Ok(());
+    }
     let Some(dir) = out_dir else {
         print!("{}", api::crds_yaml()?);
         return Ok(());
