@@ -2,7 +2,8 @@
 //! WebSocket versus the same round trip on a bare PTY pair (the floor), output throughput over
 //! one WebSocket, and daemon memory per idle session. Prints one JSON object.
 //!
-//! `cargo bench --bench pty`
+//! `cargo bench --bench pty` (`PTY_BENCH_RUNS`: repetitions; `PTY_BENCH_DAEMON`: another
+//! daemon binary to measure)
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -53,6 +54,7 @@ fn median_by(
 
 async fn run(daemon: &Daemon) -> serde_json::Value {
     let client = Client::new(&daemon.base, Some(TOKEN.into())).unwrap();
+    let pid = daemon.pid();
     let (mut ws, mut floor, mut ws_tp, mut floor_tp) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs() {
         // Interleaved, so that both sides of each comparison see the same machine.
@@ -61,11 +63,11 @@ async fn run(daemon: &Daemon) -> serde_json::Value {
                 .await
                 .unwrap(),
         );
-        ws.push(ws_round_trips(&client).await);
+        ws.push(ws_round_trips(&client, pid).await);
         floor_tp.push(json!(
             tokio::task::spawn_blocking(floor_throughput).await.unwrap()
         ));
-        ws_tp.push(ws_throughput(&client).await);
+        ws_tp.push(ws_throughput(&client, pid).await);
     }
     let p50 = |v: &serde_json::Value| v["p50"].as_f64().unwrap_or(f64::MAX);
     let mb_s = |v: &serde_json::Value| v["mb_s"].as_f64().unwrap_or(v.as_f64().unwrap_or(0.0));
@@ -101,7 +103,7 @@ fn percentiles(mut samples: Vec<Duration>) -> serde_json::Value {
     json!({"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": at(1.0), "n": samples.len()})
 }
 
-async fn ws_round_trips(client: &Client) -> serde_json::Value {
+async fn ws_round_trips(client: &Client, daemon_pid: i32) -> serde_json::Value {
     let created = client.create_pty(&sh(RAW_CAT)).await.unwrap();
     let mut attach = client
         .attach_pty(&created.session_id, &created.token)
@@ -109,7 +111,11 @@ async fn ws_round_trips(client: &Client) -> serde_json::Value {
         .unwrap();
     read_exact(&mut attach, 1).await;
     let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    let mut cpu = None;
     for i in 0..WARMUP + ROUND_TRIPS {
+        if i == WARMUP {
+            cpu = Some(CpuClock::start(daemon_pid));
+        }
         let start = Instant::now();
         attach.send_input([b'a' + (i % 26) as u8]).await.unwrap();
         read_exact(&mut attach, 1).await;
@@ -117,8 +123,12 @@ async fn ws_round_trips(client: &Client) -> serde_json::Value {
             samples.push(start.elapsed());
         }
     }
+    let (daemon_us, bench_us) = cpu.unwrap().per_op_us(ROUND_TRIPS);
     client.kill_pty(&created.session_id).await.unwrap();
-    percentiles(samples)
+    let mut result = percentiles(samples);
+    result["daemon_cpu_us_per_op"] = json!(daemon_us);
+    result["bench_cpu_us_per_op"] = json!(bench_us);
+    result
 }
 
 async fn read_exact(attach: &mut PtyAttach, n: usize) {
@@ -155,13 +165,14 @@ fn flood_script() -> String {
     format!("stty raw -echo; printf R; read x; head -c {THROUGHPUT_BYTES} /dev/zero")
 }
 
-async fn ws_throughput(client: &Client) -> serde_json::Value {
+async fn ws_throughput(client: &Client, daemon_pid: i32) -> serde_json::Value {
     let created = client.create_pty(&sh(&flood_script())).await.unwrap();
     let mut attach = client
         .attach_pty(&created.session_id, &created.token)
         .await
         .unwrap();
     read_exact(&mut attach, 1).await;
+    let cpu = CpuClock::start(daemon_pid);
     let start = Instant::now();
     attach.send_input("\n").await.unwrap();
     let mut bytes = 0usize;
@@ -177,7 +188,11 @@ async fn ws_throughput(client: &Client) -> serde_json::Value {
         }
     };
     let elapsed = start.elapsed();
+    // CPU per MB (1e6 bytes): robust against other load on the machine, unlike MB/s.
+    let (daemon_us, bench_us) = cpu.per_op_us((bytes / 1_000_000).max(1));
     json!({
+        "daemon_cpu_us_per_mb": daemon_us,
+        "bench_cpu_us_per_mb": bench_us,
         "mb_s": ((bytes as f64 / 1e6 / elapsed.as_secs_f64()) * 10.0).round() / 10.0,
         "received_bytes": bytes,
         "frames": frames,
@@ -202,6 +217,44 @@ fn floor_throughput() -> f64 {
         total += n as usize;
     }
     (total as f64 / 1e6 / start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+}
+
+// ---- CPU time ----
+
+/// CPU time of the daemon and of this process over a measurement.
+struct CpuClock {
+    daemon_pid: i32,
+    daemon: u64,
+    bench: u64,
+}
+
+impl CpuClock {
+    fn start(daemon_pid: i32) -> CpuClock {
+        CpuClock {
+            daemon_pid,
+            daemon: cpu_ns(&daemon_pid.to_string()),
+            bench: cpu_ns("self"),
+        }
+    }
+
+    /// (daemon, bench) CPU microseconds per operation since `start`.
+    fn per_op_us(&self, ops: usize) -> (f64, f64) {
+        let per = |ns: u64| (ns as f64 / 1e3 / ops as f64 * 10.0).round() / 10.0;
+        (
+            per(cpu_ns(&self.daemon_pid.to_string()).saturating_sub(self.daemon)),
+            per(cpu_ns("self").saturating_sub(self.bench)),
+        )
+    }
+}
+
+/// On-CPU nanoseconds of every live thread of a process (/proc/<pid>/task/*/schedstat), which
+/// is far finer than the clock ticks of /proc/<pid>/stat.
+fn cpu_ns(pid: &str) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 // ---- memory ----
@@ -334,7 +387,11 @@ struct Daemon {
 impl Daemon {
     fn start(dir: &std::path::Path) -> Daemon {
         std::fs::write(dir.join("token"), TOKEN).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sandbox-daemon"))
+        // `PTY_BENCH_DAEMON` runs another build (say, the previous commit's) under the same
+        // client, for A/B comparisons.
+        let binary = std::env::var("PTY_BENCH_DAEMON")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sandbox-daemon").to_owned());
+        let mut child = Command::new(binary)
             .args(["--listen", "127.0.0.1:0", "--token-file"])
             .arg(dir.join("token"))
             .arg("--state-dir")

@@ -403,6 +403,54 @@ async fn two_clients_see_the_same_output() {
 }
 
 #[tokio::test]
+async fn clients_attaching_mid_stream_get_replay_then_live_with_no_gap_or_duplicate() {
+    let d = Daemon::start();
+    // 40 bursts of 1000 numbered lines with pauses: attaches and READYs land between and
+    // inside bursts. Under 1 MiB in all, so every client's replay starts at the first line.
+    let created = d
+        .client
+        .create_pty(&sh(
+            "read x; i=0; while [ $i -lt 40 ]; do seq $((i*1000)) $((i*1000+999)); sleep 0.02; \
+             i=$((i+1)); done",
+        ))
+        .await
+        .unwrap();
+    let id = &created.session_id;
+    let mut first = d.client.attach_pty(id, &created.token).await.unwrap();
+    first.send_input("go\r").await.unwrap();
+    let mut clients = vec![first];
+    for delay in [30, 120, 300] {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        clients.push(d.client.attach_pty(id, &created.token).await.unwrap());
+    }
+    // One that attaches, lets output pass, and sends READY later.
+    let mut late = d.client.connect_pty(id, &created.token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    late.ready().await.unwrap();
+    clients.push(late);
+    let expected: Vec<String> = (0..40_000).map(|n| n.to_string()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let (out, exit, code, reason) = read_to_close(client).await;
+        assert_eq!((exit, code), (Some(0), Some(1000)), "client {i}: {reason}");
+        let text = String::from_utf8(out).unwrap().replace('\r', "");
+        // The echo of "go" first, then the numbers.
+        let lines: Vec<&str> = text.lines().skip_while(|l| *l != "0").collect();
+        if lines != expected {
+            let bad = lines
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(lines.len().min(expected.len()));
+            panic!(
+                "client {i}: {} lines, first difference at line {bad}: {:?}",
+                lines.len(),
+                &lines[bad.saturating_sub(2)..(bad + 2).min(lines.len())]
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn ready_gates_output_and_a_client_that_never_sends_it_is_cut_off() {
     let d = Daemon::start();
     let created = d.client.create_pty(&pty("cat", &[])).await.unwrap();

@@ -6,6 +6,7 @@ use reqwest::Method;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -52,6 +53,9 @@ pub struct PtyExit {
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The WebSocket read size (see [`Client::connect_pty`]).
+const READ_BUFFER: usize = 16 << 10;
 
 /// A WebSocket attached to a PTY session. Dropping it detaches (the session lives on).
 #[derive(Debug)]
@@ -151,8 +155,12 @@ impl Client {
         if let Some(bearer) = &self.token {
             headers.insert("authorization", header(&format!("Bearer {bearer}"))?);
         }
+        // tungstenite zero-fills its whole read size before every read attempt, including the
+        // one after each message that finds nothing: 128 KiB by default, a cost per keystroke
+        // echo. 16 KiB reads keep that small and still move bulk output in few reads.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         // Nagle off: keystrokes and their echo are single small frames.
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
             .await
             .map_err(handshake_error)?;
         Ok(PtyAttach {

@@ -1,8 +1,9 @@
 //! PTY sessions: programs on real pseudo-terminals that WebSocket clients attach to, detach
 //! from and reattach to. One supervisor task per session owns the terminal's output (it reads
-//! whether or not anyone is attached); clients read the session's scrollback ring through
-//! their own cursors, so a session's memory is its ring however many clients there are.
+//! whether or not anyone is attached); it keeps the scrollback ring for clients that attach
+//! later and hands each batch to the attached clients' bounded feeds as one shared frame.
 
+mod feed;
 mod ring;
 mod session;
 mod store;

@@ -12,6 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
 use super::super::cgroup::Leaf;
+use super::feed::Feed;
 use super::ring::{Read, Ring};
 use crate::wire::{PtyEndReason, PtySessionInfo, now_ms};
 
@@ -83,9 +84,7 @@ pub enum Timer {
 #[derive(Debug)]
 pub struct Session {
     pub spec: Spec,
-    ring: Mutex<Ring>,
-    /// The ring's end offset, published after each batch of output, so clients wake up.
-    output: watch::Sender<u64>,
+    output: Mutex<Output>,
     state: Mutex<State>,
     /// Bumped on every state change (end, attach, resize, kill request).
     changes: watch::Sender<u64>,
@@ -94,21 +93,41 @@ pub struct Session {
     last_activity: AtomicI64,
 }
 
-/// A client's cursor fell behind the oldest retained output.
+/// The terminal's output: the scrollback for clients that attach later, and the feeds of the
+/// clients attached now. One lock for both, so that a client's replay (from the ring) and its
+/// live output (from its feed) meet exactly: nothing missing, nothing twice.
+#[derive(Debug)]
+struct Output {
+    ring: Ring,
+    feeds: Vec<Arc<Feed>>,
+    /// The reader is done: the ring holds all the output there will be.
+    ended: bool,
+}
+
+/// Where an attached client's scrollback replay starts and ends (output offsets); its feed
+/// has everything after `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay {
+    start: u64,
+    end: u64,
+    started: bool,
+}
+
+/// A replay fell behind the oldest retained output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lagged;
 
-/// The ring never goes below this, so live clients can lag a little even with no scrollback.
-const MIN_RING: u64 = 64 << 10;
-
 impl Session {
     pub fn new(spec: Spec, state: State, master: Option<Master>) -> Session {
-        let capacity = spec.scrollback.max(MIN_RING) as usize;
+        let capacity = spec.scrollback as usize;
         Session {
             last_activity: AtomicI64::new(spec.created_at),
             spec,
-            ring: Mutex::new(Ring::new(capacity)),
-            output: watch::Sender::new(0),
+            output: Mutex::new(Output {
+                ring: Ring::new(capacity),
+                feeds: Vec::new(),
+                ended: false,
+            }),
             state: Mutex::new(state),
             changes: watch::Sender::new(0),
             master: Mutex::new(master),
@@ -144,6 +163,9 @@ impl Session {
         session
             .last_activity
             .store(info.last_activity_at, Ordering::Relaxed);
+        // No reader will ever run for it: a client that attaches gets the (empty) replay and
+        // the end.
+        session.end_output();
         session
     }
 
@@ -160,10 +182,6 @@ impl Session {
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
-    }
-
-    pub fn subscribe_output(&self) -> watch::Receiver<u64> {
-        self.output.subscribe()
     }
 
     pub fn is_alive(&self) -> bool {
@@ -189,59 +207,78 @@ impl Session {
 
     // ---- output ----
 
-    fn ring(&self) -> MutexGuard<'_, Ring> {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    fn output(&self) -> MutexGuard<'_, Output> {
+        self.output.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends output; clients see it after [`Session::publish_output`].
-    pub fn push_output(&self, data: &[u8]) {
-        self.ring().push(data);
-    }
-
-    /// Wakes clients waiting for output.
-    pub fn publish_output(&self) {
-        let end = self.ring().end();
-        self.output.send_replace(end);
+    /// Takes one batch of output: `frame` is the output frame (opcode, then the bytes), handed
+    /// as it is to every attached client's feed and copied into the scrollback.
+    pub fn push_output(&self, frame: Bytes) {
+        let mut output = self.output();
+        output.ring.push(&frame[1..]);
+        // A feed that overflows is cut off here and dropped; its client closes with 1013.
+        output.feeds.retain(|feed| feed.push(&frame));
+        drop(output);
         self.touch();
     }
 
-    /// Output after `*cursor` (at most `max` bytes) as one frame: `prefix` then the bytes.
-    /// The frame is allocated at its exact size: most frames are a few bytes of echo.
-    pub fn read_frame(
-        &self,
-        cursor: &mut u64,
-        max: usize,
-        prefix: u8,
-    ) -> Result<Option<Bytes>, Lagged> {
-        let ring = self.ring();
-        if *cursor < ring.start() {
-            return Err(Lagged);
+    /// Marks the output complete (the reader has stopped): feeds end after what they hold.
+    pub fn end_output(&self) {
+        let mut output = self.output();
+        output.ended = true;
+        for feed in output.feeds.drain(..) {
+            feed.end();
         }
-        let available = ring.end().saturating_sub(*cursor).min(max as u64) as usize;
-        if available == 0 {
+    }
+
+    /// Attaches a client: a feed of all output from now on, and the scrollback to replay
+    /// before it (at most `scrollback` bytes).
+    pub fn attach_output(&self) -> (Arc<Feed>, Replay) {
+        let mut output = self.output();
+        let feed = Arc::new(Feed::default());
+        if output.ended {
+            feed.end();
+        } else {
+            output.feeds.push(feed.clone());
+        }
+        let end = output.ring.end();
+        let start = output
+            .ring
+            .start()
+            .max(end.saturating_sub(self.spec.scrollback));
+        let replay = Replay {
+            start,
+            end,
+            started: false,
+        };
+        (feed, replay)
+    }
+
+    /// Stops feeding a client that leaves.
+    pub fn detach_output(&self, feed: &Arc<Feed>) {
+        self.output().feeds.retain(|f| !Arc::ptr_eq(f, feed));
+    }
+
+    /// The next frame (at most `max` bytes) of `replay`, which it advances.
+    /// Scrollback overwritten before the replay starts is skipped (the scrollback is simply
+    /// shorter); once started, falling behind the ring would leave a gap: `Lagged`.
+    pub fn replay_frame(&self, replay: &mut Replay, max: usize) -> Result<Option<Bytes>, Lagged> {
+        let output = self.output();
+        if !replay.started {
+            replay.started = true;
+            replay.start = replay.start.max(output.ring.start());
+        }
+        if replay.start >= replay.end {
             return Ok(None);
         }
-        let mut frame = BytesMut::with_capacity(available + 1);
-        frame.put_u8(prefix);
-        match ring.read_into(cursor, max, &mut frame) {
+        let n = ((replay.end - replay.start) as usize).min(max);
+        let mut frame = BytesMut::with_capacity(n + 1);
+        frame.put_u8(crate::wire::pty::frame::DATA);
+        match output.ring.read_into(&mut replay.start, n, &mut frame) {
             Read::Data(_) => Ok(Some(frame.freeze())),
             Read::Empty => Ok(None),
             Read::Lagged => Err(Lagged),
         }
-    }
-
-    /// `(oldest retained, newest)` output offsets.
-    pub fn output_bounds(&self) -> (u64, u64) {
-        let ring = self.ring();
-        (ring.start(), ring.end())
-    }
-
-    /// Where a client that attaches now starts reading: the retained scrollback, at most
-    /// `scrollback` bytes of it.
-    pub fn replay_start(&self) -> u64 {
-        let ring = self.ring();
-        ring.start()
-            .max(ring.end().saturating_sub(self.spec.scrollback))
     }
 
     // ---- the terminal ----

@@ -7,6 +7,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
 use tokio::io::unix::AsyncFdReadyGuard;
 use tokio::sync::oneshot;
 
@@ -14,12 +15,13 @@ use super::super::Daemon;
 use super::super::reaper::WaitStatus;
 use super::session::{Master, Session, Timer};
 use super::term;
+use crate::wire::pty::frame;
 use crate::wire::{EventKind, PtyEndReason, now_ms};
 
-/// One read of a terminal returns at most a few KiB; this bounds a batch between wake-ups.
-const READ_BUFFER: usize = 16 << 10;
-/// Output read in one go before clients (and the exit and timers) get a look. Well below the
-/// smallest ring, so that a client that keeps up is never overrun by a single batch.
+/// Output read in one go (one frame to the clients) before they, the exit and the timers get a
+/// look. A terminal read returns at most a few KiB, so under a flood a batch is several reads
+/// and one frame; interactive output is one small read and goes out at once. Far below
+/// [`FEED_LIMIT`](super::feed::FEED_LIMIT), so that a client that keeps up is never cut off by a single batch.
 const BATCH_LIMIT: usize = 64 << 10;
 /// After the program exits, how long to keep reading for output still in the terminal when
 /// something else (a background job) keeps the terminal open.
@@ -33,7 +35,9 @@ pub async fn supervise(
     mut exit: oneshot::Receiver<WaitStatus>,
 ) {
     let mut changes = session.subscribe_changes();
-    let mut buf = vec![0u8; READ_BUFFER];
+    // Frames are split off this buffer and shared with the clients; once they are sent the
+    // allocation is reused, so a steady flood does not allocate per batch.
+    let mut buf = BytesMut::new();
     let mut status: Option<Option<WaitStatus>> = None;
     let mut eof = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -72,9 +76,6 @@ pub async fn supervise(
                 Ok(mut guard) => {
                     let (total, ended) = read_batch(&session, &mut guard, &mut buf);
                     eof = ended;
-                    if total > 0 {
-                        session.publish_output();
-                    }
                     if total >= BATCH_LIMIT {
                         // More is waiting. The clients just woken sit in this worker's LIFO
                         // slot, which no other worker may steal: let them send before reading
@@ -96,29 +97,39 @@ pub async fn supervise(
     daemon.forget_session(&session);
 }
 
-/// Reads what the terminal has (up to [`BATCH_LIMIT`]) into the scrollback. Returns the bytes
-/// read and whether the terminal is finished (EIO: every process let go of it).
+/// Reads what the terminal has (up to [`BATCH_LIMIT`]) as one output frame and hands it to the
+/// session. Returns the bytes read and whether the terminal is finished (EIO: every process
+/// let go of it).
 fn read_batch(
     session: &Session,
     guard: &mut AsyncFdReadyGuard<'_, OwnedFd>,
-    buf: &mut [u8],
+    buf: &mut BytesMut,
 ) -> (usize, bool) {
-    let mut total = 0;
-    loop {
-        match guard.try_io(|fd| term::read_nonblocking(fd, buf)) {
-            Ok(Ok(0)) => return (total, true),
-            Ok(Ok(n)) => {
-                session.push_output(&buf[..n]);
-                total += n;
-                if total >= BATCH_LIMIT {
-                    return (total, false);
-                }
+    buf.clear();
+    buf.reserve(1 + BATCH_LIMIT);
+    buf.put_u8(frame::DATA);
+    let mut finished = false;
+    while buf.len() <= BATCH_LIMIT {
+        let room = 1 + BATCH_LIMIT - buf.len();
+        match guard.try_io(|fd| term::read_appending(fd, buf, room)) {
+            Ok(Ok(0)) => {
+                finished = true;
+                break;
             }
+            Ok(Ok(_)) => {}
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => return (total, true),
-            Err(_would_block) => return (total, false),
+            Ok(Err(_)) => {
+                finished = true;
+                break;
+            }
+            Err(_would_block) => break,
         }
     }
+    let total = buf.len() - 1;
+    if total > 0 {
+        session.push_output(buf.split().freeze());
+    }
+    (total, finished)
 }
 
 fn instant_at(at_ms: i64) -> tokio::time::Instant {
@@ -216,6 +227,8 @@ impl Daemon {
                 }
             }
         });
+        // After the end is recorded: a client whose feed ends finds the exit code.
+        session.end_output();
         // Closing the terminal hangs up on anything still holding it.
         session.take_master();
         self.persist_session(session);

@@ -214,7 +214,29 @@ pub fn write_nonblocking(master: &impl AsRawFd, data: &[u8]) -> io::Result<usize
     }
 }
 
+/// Reads up to `max` bytes without blocking, appended to `buf` (no zero-filling first: most
+/// reads are a few bytes into a large buffer).
+pub fn read_appending(
+    master: &impl AsRawFd,
+    buf: &mut bytes::BytesMut,
+    max: usize,
+) -> io::Result<usize> {
+    use bytes::BufMut;
+    buf.reserve(max);
+    let spare = buf.chunk_mut();
+    let len = spare.len().min(max);
+    // SAFETY: read(2) writes at most `len` bytes into the spare capacity.
+    let n = unsafe { libc::read(master.as_raw_fd(), spare.as_mut_ptr().cast(), len) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised these `n` bytes.
+    unsafe { buf.advance_mut(n as usize) };
+    Ok(n as usize)
+}
+
 /// Reads what the terminal has without blocking.
+#[cfg(test)]
 pub fn read_nonblocking(master: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: read(2) into a valid slice.
     let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };

@@ -1,40 +1,49 @@
 //! One attached WebSocket client of a session.
 //!
-//! The client reads the session's scrollback ring through its own cursor: nothing is queued
-//! per client, so a slow client costs no memory. It is cut off (close 1013) when the output it
-//! has not read yet is overwritten, i.e. when it falls a whole ring behind. Output is held until
-//! the client's READY frame; a client that lets more than [`READY_LIMIT`] bytes of output pass
-//! without sending READY is cut off (close 1008). Input goes straight to the terminal; while
-//! the terminal does not take it, the client's next frames wait (backpressure on that client
+//! From the attach on, the session's reader queues each batch of output in the client's feed
+//! (`feed.rs`), as one shared frame; the client's task sends whatever is queued, several frames
+//! per socket flush under load and one at once when idle. After READY, the scrollback retained
+//! at the attach is replayed first, then the feed: no gap, nothing twice. A client whose feed
+//! overflows ([`FEED_LIMIT`](super::feed::FEED_LIMIT)) is cut off: with 1013 after READY (too slow), with 1008 before
+//! (no READY frame before that much output). Input goes straight to the terminal; while the
+//! terminal does not take it, the client's next frames wait (backpressure on that client
 //! alone) but its output keeps flowing.
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
+use futures_util::SinkExt;
 use tokio::io::unix::AsyncFdReadyGuard;
 use tokio::sync::watch;
 
 use super::super::Daemon;
-use super::session::{Lagged, Master, Session};
+use super::feed::{Feed, Taken};
+use super::session::{Lagged, Master, Replay, Session};
 use super::term;
 use crate::wire::pty::frame::{self, ClientFrame};
 use crate::wire::{EventKind, now_ms};
 
-/// Largest output frame payload.
+/// Largest replay frame payload.
 const MAX_FRAME: usize = 128 << 10;
-/// Output a client may let pass before it has sent READY.
-pub const READY_LIMIT: u64 = 1 << 20;
 /// Largest input message a client may send.
 pub const MAX_MESSAGE: usize = 1 << 20;
+/// The WebSocket layer's read size. It zero-fills this much of its buffer before every read
+/// attempt (even one that finds nothing), so the 128 KiB default cost more per keystroke than
+/// all the rest of the input path; input is mostly a few bytes, and a large paste just takes
+/// more reads.
+pub const READ_BUFFER: usize = 8 << 10;
 /// A client of an ended session that has not sent READY after this long is closed.
 const READY_WAIT_AFTER_END: Duration = Duration::from_secs(30);
 /// A send still blocked this long after the session ended is abandoned.
 const SEND_WAIT_AFTER_END: Duration = Duration::from_secs(5);
 /// How long to wait for the client's answer to our close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+const TOO_SLOW: &str = "client too slow: output was lost; reattach to resume";
 
 /// How a client's connection ends.
 #[derive(Debug)]
@@ -49,28 +58,34 @@ enum Outcome {
 
 /// Serves one attached client until it leaves or the session ends.
 pub async fn serve(daemon: Arc<Daemon>, session: Arc<Session>, mut socket: WebSocket) {
-    let _attached = Attached::new(daemon.clone(), session.clone());
+    let attached = Attached::new(daemon.clone(), session.clone());
     let mut client = Client {
-        cursor: session.replay_start(),
-        attach_end: session.output_bounds().1,
+        feed: attached.feed.clone(),
+        replay: Some(attached.replay),
         ready: false,
         pending: None,
-        out_rx: session.subscribe_output(),
         changes: session.subscribe_changes(),
         session,
     };
     let outcome = client.run(&daemon, &mut socket).await;
+    // Nothing more is sent but the goodbye: stop feeding now (the drop of `attached` would
+    // only do it after the close handshake).
+    client.session.detach_output(&client.feed);
     client.finish(socket, outcome).await;
+    drop(attached);
 }
 
-/// Counts the client in for as long as it is attached.
+/// Counts the client in, and feeds it, for as long as it is attached.
 struct Attached {
     daemon: Arc<Daemon>,
     session: Arc<Session>,
+    feed: Arc<Feed>,
+    replay: Replay,
 }
 
 impl Attached {
     fn new(daemon: Arc<Daemon>, session: Arc<Session>) -> Attached {
+        let (feed, replay) = session.attach_output();
         session.update(|st| {
             st.client_count += 1;
             st.attach_count += 1;
@@ -81,12 +96,18 @@ impl Attached {
         daemon
             .events
             .publish_session(EventKind::PtyAttached, session.info());
-        Attached { daemon, session }
+        Attached {
+            daemon,
+            session,
+            feed,
+            replay,
+        }
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
+        self.session.detach_output(&self.feed);
         let now = now_ms();
         self.session.update(|st| {
             st.client_count = st.client_count.saturating_sub(1);
@@ -105,14 +126,12 @@ impl Drop for Attached {
 
 struct Client {
     session: Arc<Session>,
-    /// Next output offset to send.
-    cursor: u64,
-    /// Output end when the client attached (for the READY limit).
-    attach_end: u64,
+    feed: Arc<Feed>,
+    /// The scrollback still to send once READY arrives (`None` once sent).
+    replay: Option<Replay>,
     ready: bool,
     /// Input the terminal has not taken yet: the master, the bytes, how much was written.
     pending: Option<(Master, Bytes, usize)>,
-    out_rx: watch::Receiver<u64>,
     changes: watch::Receiver<u64>,
 }
 
@@ -120,38 +139,39 @@ impl Client {
     async fn run(&mut self, daemon: &Daemon, socket: &mut WebSocket) -> Outcome {
         let mut ended_since: Option<tokio::time::Instant> = None;
         loop {
-            // Seen before reading: an ended session has all of its output in the ring.
-            let ended = !self.session.is_alive();
             if self.ready {
-                self.out_rx.borrow_and_update();
-                match self
-                    .session
-                    .read_frame(&mut self.cursor, MAX_FRAME, frame::DATA)
-                {
-                    Ok(Some(data)) => match self.send_output(socket, Message::Binary(data)).await {
+                // The scrollback first, one frame at a time (the feed keeps live output
+                // meanwhile), then the feed.
+                let frames = match self.replay.as_mut() {
+                    Some(replay) => match self.session.replay_frame(replay, MAX_FRAME) {
+                        Ok(Some(frame)) => VecDeque::from([frame]),
+                        Ok(None) => {
+                            self.replay = None;
+                            continue;
+                        }
+                        Err(Lagged) => return Outcome::Close(frame::CLOSE_TOO_SLOW, TOO_SLOW),
+                    },
+                    None => match self.feed.take() {
+                        Taken::Frames(frames) => frames,
+                        Taken::CutOff => return Outcome::Close(frame::CLOSE_TOO_SLOW, TOO_SLOW),
+                        Taken::Ended => return Outcome::Ended,
+                        Taken::Empty => VecDeque::new(),
+                    },
+                };
+                if !frames.is_empty() {
+                    match self.send_output(socket, frames).await {
                         Ok(()) => continue,
                         Err(outcome) => return outcome,
-                    },
-                    Err(Lagged) => {
-                        return Outcome::Close(
-                            frame::CLOSE_TOO_SLOW,
-                            "client too slow: output was lost; reattach to resume",
-                        );
                     }
-                    Ok(None) if ended => return Outcome::Ended,
-                    Ok(None) => {}
                 }
-            } else {
-                let (_, end) = self.session.output_bounds();
-                if end.saturating_sub(self.attach_end) > READY_LIMIT {
-                    return Outcome::Close(
-                        frame::CLOSE_POLICY,
-                        "no READY frame before 1 MiB of output",
-                    );
-                }
+            } else if self.feed.is_cut_off() {
+                return Outcome::Close(
+                    frame::CLOSE_POLICY,
+                    "no READY frame before 1 MiB of output",
+                );
             }
-            let ready_deadline = match (ended, self.ready) {
-                (true, false) => Some(
+            let ready_deadline = match (self.ready, self.session.is_alive()) {
+                (false, false) => Some(
                     *ended_since.get_or_insert_with(tokio::time::Instant::now)
                         + READY_WAIT_AFTER_END,
                 ),
@@ -170,7 +190,7 @@ impl Client {
                 writable = writable(pending_master.as_ref()), if self.pending.is_some() => {
                     self.write_pending(writable);
                 }
-                _ = self.out_rx.changed() => {}
+                _ = self.feed.changed() => {}
                 _ = self.changes.changed() => {
                     // Input for a session that ended has nowhere to go.
                     if !self.session.is_alive() {
@@ -231,14 +251,7 @@ impl Client {
                     tracing::debug!(session = %self.session.spec.id, error = %e, "resize frame ignored");
                 }
             }
-            Ok(ClientFrame::Ready) => {
-                if !self.ready {
-                    self.ready = true;
-                    // Scrollback that was overwritten while waiting for READY is not the
-                    // client's fault: start at what is still there.
-                    self.cursor = self.cursor.max(self.session.output_bounds().0);
-                }
-            }
+            Ok(ClientFrame::Ready) => self.ready = true,
             // Unknown or malformed frames are ignored, so newer clients keep working.
             Err(e) => {
                 tracing::debug!(session = %self.session.spec.id, error = %e, "frame ignored")
@@ -246,23 +259,27 @@ impl Client {
         }
     }
 
-    /// Sends one output frame; gives up when the client falls a whole ring behind meanwhile,
-    /// or when the send is still stuck a while after the session ended.
+    /// Sends `frames` with one flush at the end (one write for a backlog, at once for a single
+    /// frame); gives up when the client's feed overflows meanwhile, or when the send is still
+    /// stuck a while after the session ended.
     async fn send_output(
         &mut self,
         socket: &mut WebSocket,
-        message: Message,
+        frames: VecDeque<Bytes>,
     ) -> Result<(), Outcome> {
-        let cursor = self.cursor;
+        let feed = &self.feed;
         let session = &self.session;
-        let out_rx = &mut self.out_rx;
         let changes = &mut self.changes;
+        let send = async {
+            for frame in frames {
+                socket.feed(Message::Binary(frame)).await?;
+            }
+            socket.flush().await
+        };
         let overrun = async {
             loop {
-                if out_rx.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-                if session.output_bounds().0 > cursor {
+                feed.changed().await;
+                if feed.is_cut_off() {
                     return;
                 }
             }
@@ -273,11 +290,8 @@ impl Client {
         };
         tokio::select! {
             biased;
-            sent = socket.send(message) => sent.map_err(|_| Outcome::Gone),
-            _ = overrun => Err(Outcome::Close(
-                frame::CLOSE_TOO_SLOW,
-                "client too slow: output was lost; reattach to resume",
-            )),
+            sent = send => sent.map_err(|_| Outcome::Gone),
+            _ = overrun => Err(Outcome::Close(frame::CLOSE_TOO_SLOW, TOO_SLOW)),
             _ = stuck_after_end => Err(Outcome::Gone),
         }
     }

@@ -155,5 +155,6 @@ pub async fn attach(
     Ok(upgrade
         .max_message_size(ws::MAX_MESSAGE)
         .max_frame_size(ws::MAX_MESSAGE)
+        .read_buffer_size(ws::READ_BUFFER)
         .on_upgrade(move |socket| ws::serve(daemon, session, socket)))
 }
