@@ -257,6 +257,33 @@ fn role_spawn_floor() {
     );
 }
 
+/// Role `spawn-floor-concurrent`: `BENCH_THREADS` threads, each doing `BENCH_N` spawn+wait
+/// of `/bin/true`: how many starts per second this machine manages with no daemon at all, the
+/// floor of the 16-client throughput.
+fn role_spawn_floor_concurrent() {
+    let threads = env_usize("BENCH_THREADS");
+    let n = env_usize("BENCH_N");
+    Command::new("/bin/true").status().unwrap();
+    let t = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..n {
+                    assert!(Command::new("/bin/true").status().unwrap().success());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({ "spawns": threads * n, "elapsed_s": elapsed, "per_sec": (threads * n) as f64 / elapsed })
+    );
+}
+
 /// Role `http-load`: `BENCH_CLIENTS` threads, each with its own keep-alive connection to
 /// `BENCH_ADDR`, send `BENCH_N` requests of kind `BENCH_KIND` one after another. The clock
 /// starts once every client is connected and warmed up.
@@ -420,6 +447,7 @@ fn main() {
     match std::env::var(ROLE_ENV).ok().as_deref() {
         None => {}
         Some("spawn-floor") => return role_spawn_floor(),
+        Some("spawn-floor-concurrent") => return role_spawn_floor_concurrent(),
         Some("http-load") => return role_http_load(),
         Some(other) => panic!("unknown {ROLE_ENV} {other}"),
     }
@@ -545,9 +573,25 @@ async fn bench() {
     // ---- start throughput, 16 clients, filling up to ~10000 tracked ----
     let total = (10_000 - tracked.min(10_000)) / scale;
     let per_client = total / 16;
+    // The floor: the same number of spawns by 16 threads of a small process, no daemon; before
+    // and after the daemon run, so both see the same machine.
+    let concurrent_floor = || {
+        run_role(
+            "spawn-floor-concurrent",
+            &[
+                ("BENCH_THREADS", "16".into()),
+                ("BENCH_N", (per_client / 2).max(1).to_string()),
+            ],
+        )["per_sec"]
+            .as_f64()
+            .unwrap()
+    };
+    let floor_before = concurrent_floor();
     let before = cpu_us(d.child.id());
     let run = load("start", 16, per_client);
     let cpu = cpu_us(d.child.id()) - before;
+    let floor_after = concurrent_floor();
+    let floor_per_sec = (floor_before + floor_after) / 2.0;
     let starts = per_client * 16;
     let starts_per_sec = starts as f64 / run["elapsed_s"].as_f64().unwrap();
     report.insert(
@@ -555,6 +599,8 @@ async fn bench() {
         json!({
             "starts": starts,
             "per_sec": starts_per_sec.round(),
+            "floor_16_threads_spawn_wait_per_sec": floor_per_sec.round(),
+            "ratio_to_floor": (starts_per_sec / floor_per_sec * 100.0).round() / 100.0,
             "latency": stats(samples_of(&run)),
             "daemon_cpu_us_per_start": round1(cpu as f64 / starts as f64),
             "target_per_sec": 1500,

@@ -16,7 +16,18 @@ pub const TOKEN: &str = "bench-token";
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
+    /// SIGTERM first: a daemon stops its processes on SIGTERM (a SIGKILLed one would leave the
+    /// benchmark's 1000 `sleep`s behind), the operator shuts down; SIGKILL after 15 s.
     fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
