@@ -381,6 +381,18 @@ pub enum ProcessPhase {
 }
 
 impl ProcessPhase {
+    /// The name, as in the schema (and as metrics and condition reasons use it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessPhase::Pending => "Pending",
+            ProcessPhase::Running => "Running",
+            ProcessPhase::Succeeded => "Succeeded",
+            ProcessPhase::Failed => "Failed",
+            ProcessPhase::Stopped => "Stopped",
+            ProcessPhase::Lost => "Lost",
+        }
+    }
+
     /// Whether the process will not run again (what `ttlSecondsAfterFinished` counts from).
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Stopped)

@@ -281,6 +281,17 @@ pub enum PtyPhase {
 }
 
 impl PtyPhase {
+    /// The name, as in the schema (and as metrics and condition reasons use it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PtyPhase::Pending => "Pending",
+            PtyPhase::Active => "Active",
+            PtyPhase::Exited => "Exited",
+            PtyPhase::Expired => "Expired",
+            PtyPhase::Lost => "Lost",
+        }
+    }
+
     /// Whether the session ended and will not come back (`Lost` is separate: the truth is
     /// unknown).
     pub fn is_finished(self) -> bool {

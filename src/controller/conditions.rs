@@ -48,6 +48,43 @@ pub fn set(
     }
 }
 
+/// Sets the kstatus pair: `Reconciling` while `pending` (reason `pending_reason`, else
+/// `reason`) and nothing stalls it; `Stalled` with `stalled_by`'s reason and message, else
+/// False (`Progressing`).
+pub fn set_progress(
+    conditions: &mut Vec<Condition>,
+    pending: bool,
+    pending_reason: &str,
+    reason: &str,
+    stalled_by: Option<(&str, String)>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    set(
+        conditions,
+        RECONCILING,
+        pending && stalled_by.is_none(),
+        if pending { pending_reason } else { reason },
+        "",
+        generation,
+        now,
+    );
+    match stalled_by {
+        Some((reason, message)) => {
+            set(conditions, STALLED, true, reason, &message, generation, now)
+        }
+        None => set(
+            conditions,
+            STALLED,
+            false,
+            "Progressing",
+            "",
+            generation,
+            now,
+        ),
+    }
+}
+
 /// Whether condition `type_` is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions

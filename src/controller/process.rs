@@ -35,7 +35,7 @@ use super::object::{Identity, identity, now, write_status};
 use super::target::{self, Resolved};
 use crate::api::{
     DesiredState, EnvVar, FINALIZER, OutputMode, ProcessPhase, ResolvedTarget, RestartPolicy,
-    SandboxProcess, SandboxProcessSpec, SandboxProcessStatus, StdinMode, Time,
+    SandboxProcess, SandboxProcessSpec, SandboxProcessStatus, SandboxTarget, StdinMode, Time,
 };
 use crate::client::{Client, ClientError, OutputStream};
 use crate::wire::{
@@ -98,6 +98,57 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
+    }
+
+    /// Resolves `sandbox` for an object in `namespace` (the operator-wide token file as the
+    /// fallback token).
+    pub(super) async fn resolve(
+        &self,
+        namespace: &str,
+        sandbox: &SandboxTarget,
+    ) -> Result<Resolved> {
+        target::resolve(&self.kube, namespace, sandbox, self.token_file.as_deref()).await
+    }
+
+    /// The daemon to clean up on for a deleted object, with retries; `None` when the target is
+    /// gone for good (deletion must not hang on it).
+    pub(super) async fn cleanup_daemon(
+        &self,
+        id: &Identity,
+        sandbox: &SandboxTarget,
+    ) -> Result<Option<Client>> {
+        match self.resolve(&id.namespace, sandbox).await {
+            Ok(resolved) => Ok(Some(self.daemon(&resolved).with_retry(
+                crate::client::Retry {
+                    attempts: 3,
+                    initial: Duration::from_millis(100),
+                    max: Duration::from_millis(500),
+                },
+            ))),
+            Err(Error::Target(message)) => {
+                warn!(
+                    namespace = id.namespace,
+                    name = id.name,
+                    message,
+                    "target gone: dropping the finalizer"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Logs and counts an object becoming Stalled (its status says why).
+    pub(super) fn stalled(&self, id: &Identity, reason: &str, message: &str) {
+        warn!(
+            namespace = id.namespace,
+            name = id.name,
+            reason,
+            message,
+            "stalled"
+        );
+        self.metrics
+            .failed(Error::Target(String::new()).metric_label());
     }
 
     pub(super) fn daemon(&self, resolved: &Resolved) -> Client {
@@ -170,14 +221,7 @@ async fn apply(obj: &SandboxProcess, ctx: &Context, api: &Api<SandboxProcess>) -
         _ => {}
     }
 
-    let resolved = match target::resolve(
-        &ctx.kube,
-        &id.namespace,
-        &obj.spec.sandbox,
-        ctx.token_file.as_deref(),
-    )
-    .await
-    {
+    let resolved = match ctx.resolve(&id.namespace, &obj.spec.sandbox).await {
         Ok(r) => r,
         Err(Error::Target(message)) => {
             return stall(obj, ctx, api, &prev, "TargetUnresolvable", message, &now).await;
@@ -353,15 +397,7 @@ async fn stall(
     message: String,
     now: &Time,
 ) -> Result<Action> {
-    warn!(
-        namespace = obj.namespace().unwrap_or_default(),
-        name = obj.name_any(),
-        reason,
-        message,
-        "stalled"
-    );
-    ctx.metrics
-        .failed(Error::Target(String::new()).metric_label());
+    ctx.stalled(&identity(obj)?, reason, &message);
     let status = desired_status(
         &obj.spec,
         obj.meta().generation,
@@ -695,6 +731,7 @@ pub(super) async fn resolve_env(
 mod cleanup;
 mod status;
 use cleanup::cleanup;
+pub(super) use cleanup::gone_for_good;
 use status::phase_message;
 pub use status::{Observation, desired_status, phase_of, tail};
 

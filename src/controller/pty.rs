@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Resource, ResourceExt};
 use reqwest::StatusCode;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::conditions::{self, STALLED};
 use super::daemons::{OWNER_NAME_LABEL, OWNER_NAMESPACE_LABEL, OWNER_UID_LABEL};
@@ -28,7 +28,7 @@ use super::error::{Error, Result};
 use super::events::EventType;
 use super::object::{Identity, identity, now, write_status};
 use super::process::{Context, boot_id, resolve_env, start_rejected};
-use super::target::{self, Resolved};
+use super::target::Resolved;
 use crate::api::{
     FINALIZER, PtyPhase, PtySession, PtySessionSpec, PtySessionStatus, ResolvedTarget, Time,
 };
@@ -72,14 +72,7 @@ async fn apply(obj: &PtySession, ctx: &Context, api: &Api<PtySession>) -> Result
         return Ok(Action::await_change());
     }
 
-    let resolved = match target::resolve(
-        &ctx.kube,
-        &id.namespace,
-        &obj.spec.sandbox,
-        ctx.token_file.as_deref(),
-    )
-    .await
-    {
+    let resolved = match ctx.resolve(&id.namespace, &obj.spec.sandbox).await {
         Ok(r) => r,
         Err(Error::Target(message)) => {
             return stall(obj, ctx, api, &prev, "TargetUnresolvable", message, &now).await;
@@ -244,15 +237,7 @@ async fn stall(
     message: String,
     now: &Time,
 ) -> Result<Action> {
-    warn!(
-        namespace = obj.namespace().unwrap_or_default(),
-        name = obj.name_any(),
-        reason,
-        message,
-        "stalled"
-    );
-    ctx.metrics
-        .failed(Error::Target(String::new()).metric_label());
+    ctx.stalled(&identity(obj)?, reason, &message);
     let status = desired_status(
         obj.meta().generation,
         prev,

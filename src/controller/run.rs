@@ -453,10 +453,7 @@ async fn metrics_handler(
     let counts = count_phases(&health.process_stores, &process_phases, |obj| {
         obj.status.as_ref().and_then(|s| s.phase)
     });
-    let named: Vec<(&str, i64)> = counts
-        .iter()
-        .map(|(p, n)| (process_phase_name(*p), *n))
-        .collect();
+    let named: Vec<(&str, i64)> = counts.iter().map(|(p, n)| (p.as_str(), *n)).collect();
     health.metrics.set_objects("SandboxProcess", &named);
     let pty_phases = [
         PtyPhase::Pending,
@@ -468,10 +465,7 @@ async fn metrics_handler(
     let counts = count_phases(&health.pty_stores, &pty_phases, |obj| {
         obj.status.as_ref().and_then(|s| s.phase)
     });
-    let named: Vec<(&str, i64)> = counts
-        .iter()
-        .map(|(p, n)| (pty_phase_name(*p), *n))
-        .collect();
+    let named: Vec<(&str, i64)> = counts.iter().map(|(p, n)| (p.as_str(), *n)).collect();
     health.metrics.set_objects("PtySession", &named);
     (
         [(
@@ -503,27 +497,6 @@ where
         }
     }
     counts
-}
-
-fn process_phase_name(p: ProcessPhase) -> &'static str {
-    match p {
-        ProcessPhase::Pending => "Pending",
-        ProcessPhase::Running => "Running",
-        ProcessPhase::Succeeded => "Succeeded",
-        ProcessPhase::Failed => "Failed",
-        ProcessPhase::Stopped => "Stopped",
-        ProcessPhase::Lost => "Lost",
-    }
-}
-
-fn pty_phase_name(p: PtyPhase) -> &'static str {
-    match p {
-        PtyPhase::Pending => "Pending",
-        PtyPhase::Active => "Active",
-        PtyPhase::Exited => "Exited",
-        PtyPhase::Expired => "Expired",
-        PtyPhase::Lost => "Lost",
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use crate::client::ClientError;
 use crate::controller::daemons::OWNER_UID_LABEL;
 use crate::controller::error::{Error, Result};
 use crate::controller::object::identity;
-use crate::controller::target;
 use crate::wire::ProcessInfo;
 
 /// Deletion: stop the process (stop signal, grace, SIGKILL) and wait for it to end. A target
@@ -24,31 +23,9 @@ pub(super) async fn cleanup(obj: &SandboxProcess, ctx: &Context) -> Result<Actio
         // Inspect-only: the process was never ours to stop.
         return Ok(Action::await_change());
     }
-    let resolved = match target::resolve(
-        &ctx.kube,
-        &id.namespace,
-        &obj.spec.sandbox,
-        ctx.token_file.as_deref(),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(Error::Target(message)) => {
-            warn!(
-                namespace = id.namespace,
-                name = id.name,
-                message,
-                "target gone: dropping the finalizer"
-            );
-            return Ok(Action::await_change());
-        }
-        Err(e) => return Err(e),
+    let Some(client) = ctx.cleanup_daemon(&id, &obj.spec.sandbox).await? else {
+        return Ok(Action::await_change());
     };
-    let client = ctx.daemon(&resolved).with_retry(crate::client::Retry {
-        attempts: 3,
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(500),
-    });
     let found = match client.list(&[(OWNER_UID_LABEL, &id.uid)]).await {
         Ok(found) => found,
         Err(e) if gone_for_good(&e) => {
@@ -96,6 +73,6 @@ pub(super) async fn cleanup(obj: &SandboxProcess, ctx: &Context) -> Result<Actio
 }
 
 /// The daemon is not there (refused) or the URL is not a daemon (404 on the list route).
-fn gone_for_good(e: &ClientError) -> bool {
+pub(in crate::controller) fn gone_for_good(e: &ClientError) -> bool {
     e.is_connect() || e.status() == Some(StatusCode::NOT_FOUND)
 }

@@ -1,6 +1,6 @@
 //! The pure half of status: the daemon's record -> phase, fields and conditions.
 
-use super::super::conditions::{self, COMPLETED, READY, RECONCILING, STALLED, STARTED};
+use super::super::conditions::{self, COMPLETED, READY, STARTED};
 use super::is_live;
 use crate::api::{
     DaemonProcessStatus, DesiredState, ProcessPhase, ResolvedTarget, SandboxProcessSpec,
@@ -92,7 +92,7 @@ pub fn desired_status(
 
     let g = generation;
     let started = s.pid.is_some();
-    let reason = phase_reason(phase);
+    let reason = phase.as_str();
     let message = phase_message(phase, &s);
     let c = &mut s.conditions;
     conditions::set(
@@ -118,35 +118,16 @@ pub fn desired_status(
         .stall
         .clone()
         .or_else(|| (phase == ProcessPhase::Lost).then(|| ("ProcessLost", message.clone())));
-    conditions::set(
+    conditions::set_progress(
         c,
-        RECONCILING,
-        phase == ProcessPhase::Pending && stalled_by.is_none(),
-        if phase == ProcessPhase::Pending {
-            "Starting"
-        } else {
-            reason
-        },
-        "",
+        phase == ProcessPhase::Pending,
+        "Starting",
+        reason,
+        stalled_by,
         g,
         now,
     );
-    match stalled_by {
-        Some((reason, message)) => conditions::set(c, STALLED, true, reason, &message, g, now),
-        None => conditions::set(c, STALLED, false, "Progressing", "", g, now),
-    }
     s
-}
-
-pub(super) fn phase_reason(phase: ProcessPhase) -> &'static str {
-    match phase {
-        ProcessPhase::Pending => "Pending",
-        ProcessPhase::Running => "Running",
-        ProcessPhase::Succeeded => "Succeeded",
-        ProcessPhase::Failed => "Failed",
-        ProcessPhase::Stopped => "Stopped",
-        ProcessPhase::Lost => "Lost",
-    }
 }
 
 pub(super) fn phase_message(phase: ProcessPhase, s: &SandboxProcessStatus) -> String {

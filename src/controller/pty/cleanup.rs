@@ -10,43 +10,20 @@ use reqwest::StatusCode;
 use tracing::{info, warn};
 
 use crate::api::PtySession;
-use crate::client::ClientError;
 use crate::controller::daemons::OWNER_UID_LABEL;
 use crate::controller::error::{Error, Result};
 use crate::controller::object::identity;
 use crate::controller::process::Context;
-use crate::controller::target;
+use crate::controller::process::gone_for_good;
 
 /// How long one cleanup waits for the session to end before requeueing.
 const WAIT: Duration = Duration::from_secs(10);
 
 pub(super) async fn cleanup(obj: &PtySession, ctx: &Context) -> Result<Action> {
     let id = identity(obj)?;
-    let resolved = match target::resolve(
-        &ctx.kube,
-        &id.namespace,
-        &obj.spec.sandbox,
-        ctx.token_file.as_deref(),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(Error::Target(message)) => {
-            warn!(
-                namespace = id.namespace,
-                name = id.name,
-                message,
-                "target gone: dropping the finalizer"
-            );
-            return Ok(Action::await_change());
-        }
-        Err(e) => return Err(e),
+    let Some(client) = ctx.cleanup_daemon(&id, &obj.spec.sandbox).await? else {
+        return Ok(Action::await_change());
     };
-    let client = ctx.daemon(&resolved).with_retry(crate::client::Retry {
-        attempts: 3,
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(500),
-    });
     let sessions = match client.list_ptys().await {
         Ok(all) => all,
         Err(e) if gone_for_good(&e) => {
@@ -93,9 +70,4 @@ pub(super) async fn cleanup(obj: &PtySession, ctx: &Context) -> Result<Action> {
         "cleaned up"
     );
     Ok(Action::await_change())
-}
-
-/// The daemon is not there (refused) or the URL is not a daemon.
-fn gone_for_good(e: &ClientError) -> bool {
-    e.is_connect() || e.status() == Some(StatusCode::NOT_FOUND)
 }

@@ -1,7 +1,7 @@
 //! The pure half of a PtySession's status: the daemon's record -> phase, fields, conditions.
 
 use crate::api::{PtyPhase, PtySessionStatus, ResolvedTarget, Time};
-use crate::controller::conditions::{self, COMPLETED, READY, RECONCILING, STALLED};
+use crate::controller::conditions::{self, COMPLETED, READY};
 use crate::controller::object::ms_time;
 use crate::wire::{PtyEndReason, PtySessionInfo};
 
@@ -110,7 +110,7 @@ pub fn desired_status(
     s.phase = Some(phase);
 
     let g = generation;
-    let reason = phase_reason(phase);
+    let reason = phase.as_str();
     let message = phase_message(phase, &s);
     let c = &mut s.conditions;
     conditions::set(
@@ -160,34 +160,16 @@ pub fn desired_status(
         .stall
         .clone()
         .or_else(|| (phase == PtyPhase::Lost).then(|| ("SessionLost", message.clone())));
-    conditions::set(
+    conditions::set_progress(
         c,
-        RECONCILING,
-        phase == PtyPhase::Pending && stalled_by.is_none(),
-        if phase == PtyPhase::Pending {
-            "Creating"
-        } else {
-            reason
-        },
-        "",
+        phase == PtyPhase::Pending,
+        "Creating",
+        reason,
+        stalled_by,
         g,
         now,
     );
-    match stalled_by {
-        Some((reason, message)) => conditions::set(c, STALLED, true, reason, &message, g, now),
-        None => conditions::set(c, STALLED, false, "Progressing", "", g, now),
-    }
     s
-}
-
-fn phase_reason(phase: PtyPhase) -> &'static str {
-    match phase {
-        PtyPhase::Pending => "Pending",
-        PtyPhase::Active => "Active",
-        PtyPhase::Exited => "Exited",
-        PtyPhase::Expired => "Expired",
-        PtyPhase::Lost => "Lost",
-    }
 }
 
 /// A one-line description of the phase, from status fields only (never a token).
