@@ -10,37 +10,26 @@
 //! second write, a stray GET) fails just as a missing one does.
 
 mod common;
+#[path = "common/mock_api.rs"]
+mod mock_api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{Request, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::client::Body;
 use sandbox_operator::api::{
     FINALIZER, ProcessPhase, SandboxProcess, SandboxProcessSpec, SandboxProcessStatus,
     SandboxTarget, Time,
 };
-use sandbox_operator::controller::daemons::{DaemonHub, OWNER_UID_LABEL};
-use sandbox_operator::controller::metrics::Metrics;
-use sandbox_operator::controller::process::{Context, build_request, reconcile};
+use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
+use sandbox_operator::controller::process::{build_request, reconcile};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use common::{Daemon, alive, eventually};
+use mock_api::{Call, CoreApi};
 
 const PATH: &str = "/apis/sandboxes.dev/v1alpha1/namespaces/default/sandboxprocesses";
-
-/// One request the mock API server received.
-#[derive(Debug)]
-struct Call {
-    method: String,
-    /// Path and query, as sent.
-    uri: String,
-    content_type: String,
-    body: Value,
-}
 
 /// A `SandboxProcess` as the API server would hand it to the controller.
 fn object(uid: &str, endpoint: &str, finalizer: bool) -> SandboxProcess {
@@ -60,50 +49,9 @@ fn object(uid: &str, endpoint: &str, finalizer: bool) -> SandboxProcess {
 }
 
 /// Runs one reconcile of `obj` with a fresh mock API server; returns the requests it made.
-///
-/// The mock answers a write to the object with the object itself (what the finalizer helper
-/// needs to deserialize) and an Event create with the Event, so nothing but the recorded calls
-/// depends on its answers.
 async fn reconcile_once(obj: &SandboxProcess, daemon: &Daemon) -> Vec<Call> {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let kube = kube::Client::new(service, "default");
-    let (changes, _rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(Context::new(
-        kube,
-        DaemonHub::new(changes),
-        Some(daemon.dir.path().join("token")),
-        Arc::new(Metrics::default()),
-    ));
-    let answer = serde_json::to_vec(obj).unwrap();
-    let server = tokio::spawn(async move {
-        let mut calls = Vec::new();
-        // Ends when every clone of the client (the context's) is dropped.
-        while let Some((req, send)) = handle.next_request().await {
-            let (parts, body) = req.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let reply = if parts.uri.path().ends_with("/events") {
-                let mut event = body.clone();
-                event["metadata"]["name"] = json!("e1");
-                serde_json::to_vec(&event).unwrap()
-            } else {
-                answer.clone()
-            };
-            calls.push(Call {
-                method: parts.method.to_string(),
-                uri: parts.uri.to_string(),
-                content_type: parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-                body,
-            });
-            send.send_response(Response::builder().body(Body::from(reply)).unwrap());
-        }
-        calls
-    });
+    let (ctx, server) =
+        mock_api::context(serde_json::to_vec(obj).unwrap(), CoreApi::Served, daemon);
     reconcile(Arc::new(obj.clone()), ctx)
         .await
         .expect("reconcile");

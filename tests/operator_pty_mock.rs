@@ -6,46 +6,30 @@
 //! whole list, so an extra call fails as a missing one does.
 
 mod common;
+#[path = "common/mock_api.rs"]
+mod mock_api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use sandbox_operator::api::{
     FINALIZER, PtyPhase, PtySession, PtySessionSpec, PtySessionStatus, SandboxTarget, Time,
 };
-use sandbox_operator::controller::daemons::{DaemonHub, OWNER_UID_LABEL};
-use sandbox_operator::controller::metrics::Metrics;
+use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
 use sandbox_operator::controller::object::Identity;
-use sandbox_operator::controller::process::Context;
 use sandbox_operator::controller::pty::{build_request, reconcile, secret};
 use sandbox_operator::wire::PtySessionInfo;
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use serde_json::json;
 
 use common::{Daemon, alive, eventually};
+use mock_api::{Call, CoreApi};
 
 const PATH: &str = "/apis/sandboxes.dev/v1alpha1/namespaces/default/ptysessions";
 const SECRETS: &str = "/api/v1/namespaces/default/secrets";
-
-#[derive(Debug)]
-struct Call {
-    method: String,
-    uri: String,
-    content_type: String,
-    body: Value,
-}
-
-/// Whether the mock API server serves core/v1 (Secrets, Events) or answers like the local
-/// control plane, which does not.
-#[derive(Clone, Copy, PartialEq)]
-enum CoreApi {
-    Served,
-    NotServed,
-}
 
 fn object(uid: &str, endpoint: &str, finalizer: bool) -> PtySession {
     let spec = PtySessionSpec::new(SandboxTarget::endpoint(endpoint));
@@ -63,58 +47,7 @@ fn object(uid: &str, endpoint: &str, finalizer: bool) -> PtySession {
 }
 
 async fn reconcile_once(obj: &PtySession, daemon: &Daemon, core: CoreApi) -> Vec<Call> {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let kube = kube::Client::new(service, "default");
-    let (changes, _rx) = mpsc::unbounded_channel();
-    let ctx = Arc::new(Context::new(
-        kube,
-        DaemonHub::new(changes),
-        Some(daemon.dir.path().join("token")),
-        Arc::new(Metrics::default()),
-    ));
-    let answer = serde_json::to_vec(obj).unwrap();
-    let server = tokio::spawn(async move {
-        let mut calls = Vec::new();
-        while let Some((req, send)) = handle.next_request().await {
-            let (parts, body) = req.into_parts();
-            let bytes = body.collect_bytes().await.unwrap();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let core_path = parts.uri.path().starts_with("/api/");
-            let response = if core_path && core == CoreApi::NotServed {
-                // What the apiextensions-apiserver answers for /api/...: a 404 listing its
-                // paths, no Status.
-                Response::builder()
-                    .status(StatusCode::NOT_FOUND)
-                    .body(Body::from(br#"{"paths":["/apis"]}"#.to_vec()))
-                    .unwrap()
-            } else {
-                let reply = if core_path {
-                    let mut echo = body.clone();
-                    echo["metadata"]["name"]
-                        .as_str()
-                        .is_none()
-                        .then(|| echo["metadata"]["name"] = json!("e1"));
-                    serde_json::to_vec(&echo).unwrap()
-                } else {
-                    answer.clone()
-                };
-                Response::builder().body(Body::from(reply)).unwrap()
-            };
-            calls.push(Call {
-                method: parts.method.to_string(),
-                uri: parts.uri.to_string(),
-                content_type: parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned(),
-                body,
-            });
-            send.send_response(response);
-        }
-        calls
-    });
+    let (ctx, server) = mock_api::context(serde_json::to_vec(obj).unwrap(), core, daemon);
     reconcile(Arc::new(obj.clone()), ctx)
         .await
         .expect("reconcile");
