@@ -85,6 +85,18 @@ pub fn set_progress(
     }
 }
 
+/// Condition `type_` of `now` if it is True there and was not in `prev`: a transition worth
+/// one Event.
+pub fn turned_true<'a>(
+    prev: &[Condition],
+    now: &'a [Condition],
+    type_: &str,
+) -> Option<&'a Condition> {
+    (!is_true(prev, type_))
+        .then(|| now.iter().find(|c| c.type_ == type_ && c.status == "True"))
+        .flatten()
+}
+
 /// Whether condition `type_` is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
@@ -137,6 +149,31 @@ mod tests {
         assert_eq!(c[0].status, "False");
         assert_eq!(c[0].last_transition_time, at(30));
         assert!(!is_true(&c, READY));
+    }
+
+    #[test]
+    fn turned_true_only_on_the_flip() {
+        let mut before = Vec::new();
+        set(&mut before, STALLED, false, "Progressing", "", None, &at(1));
+        let mut after = before.clone();
+        set(
+            &mut after,
+            STALLED,
+            true,
+            "TargetUnresolvable",
+            "no pod",
+            None,
+            &at(2),
+        );
+        assert_eq!(
+            turned_true(&before, &after, STALLED).map(|c| c.message.as_str()),
+            Some("no pod")
+        );
+        assert!(
+            turned_true(&after, &after, STALLED).is_none(),
+            "still True: no new Event"
+        );
+        assert!(turned_true(&after, &before, STALLED).is_none());
     }
 
     #[test]

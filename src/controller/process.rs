@@ -437,16 +437,9 @@ async fn publish_transition(
     prev: &SandboxProcessStatus,
     status: &SandboxProcessStatus,
 ) {
-    let stalled = |s: &SandboxProcessStatus| conditions::is_true(&s.conditions, STALLED);
-    if stalled(status) && !stalled(prev) {
-        let message = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == STALLED)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
+    if let Some(c) = conditions::turned_true(&prev.conditions, &status.conditions, STALLED) {
         ctx.events
-            .publish(obj, EventType::Warning, "Stalled", message)
+            .publish(obj, EventType::Warning, "Stalled", c.message.clone())
             .await;
     }
     let Some(phase) = status.phase.filter(|p| prev.phase != Some(*p)) else {

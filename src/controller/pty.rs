@@ -264,11 +264,9 @@ async fn publish_transition(
     prev: &PtySessionStatus,
     status: &PtySessionStatus,
 ) {
-    let stalled = |s: &PtySessionStatus| conditions::is_true(&s.conditions, STALLED);
-    if stalled(status) && !stalled(prev) {
-        let message = condition_message(status, STALLED);
+    if let Some(c) = conditions::turned_true(&prev.conditions, &status.conditions, STALLED) {
         ctx.events
-            .publish(obj, EventType::Warning, "Stalled", message)
+            .publish(obj, EventType::Warning, "Stalled", c.message.clone())
             .await;
     }
     let token_failed = |s: &PtySessionStatus| {
