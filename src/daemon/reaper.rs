@@ -1,12 +1,13 @@
 //! The one place that calls `waitpid`. Running as PID 1 (or as a child subreaper) means orphaned
 //! grandchildren are re-parented to us and must be reaped; doing that with a second
 //! `waitpid(-1)` racing a per-child wait loses exit statuses. So every child is reaped here: the
-//! spawner registers the pid under the same lock the reaper holds while it reaps, which makes
+//! reaper only reaps while no spawn is between "forked" and "pid registered" (a read/write gate:
+//! spawns hold it shared, so they run in parallel; the reaper holds it exclusively), which makes
 //! "spawned but not yet registered" impossible to observe, and statuses of unknown pids (orphans)
 //! are simply dropped.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
@@ -20,6 +21,9 @@ pub enum WaitStatus {
 
 #[derive(Debug, Default)]
 pub struct Reaper {
+    /// Shared by every spawn until its pid is registered; exclusive while reaping. A plain
+    /// mutex held across the spawn serialised all starts behind one `posix_spawn` at a time.
+    gate: RwLock<()>,
     waiting: Mutex<HashMap<i32, oneshot::Sender<WaitStatus>>>,
 }
 
@@ -45,16 +49,20 @@ impl Reaper {
         &self,
         spawn: impl FnOnce() -> std::io::Result<(i32, T)>,
     ) -> std::io::Result<(T, oneshot::Receiver<WaitStatus>)> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let _spawning = self.gate.read().unwrap_or_else(|e| e.into_inner());
         let (pid, value) = spawn()?;
         let (tx, rx) = oneshot::channel();
-        waiting.insert(pid, tx);
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, tx);
         Ok((value, rx))
     }
 
     fn reap_all(&self) {
         let mut done = Vec::new();
         {
+            let _reaping = self.gate.write().unwrap_or_else(|e| e.into_inner());
             let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 let mut status = 0;
