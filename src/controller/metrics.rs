@@ -127,16 +127,22 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Records the time from an object's creation (`created_ms`, epoch ms) to now, when its
-    /// status first shows it Running / Active.
-    pub fn running_after_create(&self, kind: &str, created_ms: i64) {
-        observe_since(&self.create_to_running, kind, created_ms);
-    }
-
-    /// Records the time from the daemon's end of a run (`ended_ms`, epoch ms) to now, when
-    /// the status first shows it.
-    pub fn status_after_exit(&self, kind: &str, ended_ms: i64) {
-        observe_since(&self.exit_to_status, kind, ended_ms);
+    /// Records the waits a user sees at a phase change of `obj`: from its creation to now when
+    /// it `started` (first Running / Active), and from the daemon's end of the run (`ended_ms`,
+    /// epoch ms) to now when its status first shows that end.
+    pub fn phase_changed<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        started: bool,
+        ended_ms: Option<i64>,
+    ) {
+        let kind = K::kind(&());
+        if started && let Some(created) = obj.meta().creation_timestamp.as_ref() {
+            observe_since(&self.create_to_running, &kind, created.0.as_millisecond());
+        }
+        if let Some(ended) = ended_ms {
+            observe_since(&self.exit_to_status, &kind, ended);
+        }
     }
 
     /// Counts one failed reconcile under `error` (an error variant name).
@@ -198,9 +204,14 @@ mod tests {
             text.contains("sandbox_operator_objects{kind=\"SandboxProcess\",phase=\"Running\"} 2")
         );
         assert!(text.contains("sandbox_operator_reconcile_duration_seconds_count 1"));
-        m.status_after_exit(
-            "PtySession",
-            k8s_openapi::jiff::Timestamp::now().as_millisecond(),
+        let pty = crate::api::PtySession::new(
+            "s",
+            crate::api::PtySessionSpec::new(crate::api::SandboxTarget::endpoint("http://x")),
+        );
+        m.phase_changed(
+            &pty,
+            false,
+            Some(k8s_openapi::jiff::Timestamp::now().as_millisecond()),
         );
         let text = m.encode();
         assert!(

@@ -353,20 +353,12 @@ async fn apply(obj: &SandboxProcess, ctx: &Context, api: &Api<SandboxProcess>) -
     write_status(api, &id.name, obj.status.as_ref(), &status).await?;
     publish_transition(ctx, obj, &prev, &status).await;
     if status.phase != prev.phase {
-        match status.phase {
-            Some(ProcessPhase::Running) if prev.pid.is_none() => {
-                if let Some(created) = obj.meta().creation_timestamp.as_ref() {
-                    ctx.metrics
-                        .running_after_create("SandboxProcess", created.0.as_millisecond());
-                }
-            }
-            Some(p) if p.is_finished() => {
-                if let Some(ended) = info.as_ref().and_then(|i| i.ended_at) {
-                    ctx.metrics.status_after_exit("SandboxProcess", ended);
-                }
-            }
-            _ => {}
-        }
+        let finished = status.phase.is_some_and(ProcessPhase::is_finished);
+        ctx.metrics.phase_changed(
+            obj,
+            status.phase == Some(ProcessPhase::Running) && prev.pid.is_none(),
+            info.as_ref().and_then(|i| i.ended_at).filter(|_| finished),
+        );
     }
 
     let phase = status.phase.unwrap_or(ProcessPhase::Pending);

@@ -182,20 +182,12 @@ async fn apply(obj: &PtySession, ctx: &Context, api: &Api<PtySession>) -> Result
     write_status(api, &id.name, obj.status.as_ref(), &status).await?;
     publish_transition(ctx, obj, &prev, &status).await;
     if status.phase != prev.phase {
-        match status.phase {
-            Some(PtyPhase::Active) => {
-                if let Some(created) = obj.meta().creation_timestamp.as_ref() {
-                    ctx.metrics
-                        .running_after_create("PtySession", created.0.as_millisecond());
-                }
-            }
-            Some(p) if p.is_finished() => {
-                if let Some(ended) = info.as_ref().and_then(|i| i.ended_at) {
-                    ctx.metrics.status_after_exit("PtySession", ended);
-                }
-            }
-            _ => {}
-        }
+        let finished = status.phase.is_some_and(PtyPhase::is_finished);
+        ctx.metrics.phase_changed(
+            obj,
+            status.phase == Some(PtyPhase::Active),
+            info.as_ref().and_then(|i| i.ended_at).filter(|_| finished),
+        );
     }
 
     Ok(match status.phase.unwrap_or(PtyPhase::Pending) {

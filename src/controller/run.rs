@@ -157,20 +157,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         let health = health.clone();
         tokio::spawn(async move {
-            // Re-polled on a timer: the readiness latch wakes only its latest waiter, and the
-            // controller's own runner waits on it too.
-            for store in &health.process_stores {
-                while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
-                    .await
-                    .is_err()
-                {}
-            }
-            for store in &health.pty_stores {
-                while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
-                    .await
-                    .is_err()
-                {}
-            }
+            wait_ready(&health.process_stores).await;
+            wait_ready(&health.pty_stores).await;
             health.ready.store(true, Ordering::SeqCst);
             info!("caches synced: ready");
         });
@@ -474,6 +462,20 @@ async fn metrics_handler(
         )],
         health.metrics.encode(),
     )
+}
+
+/// Waits until every store's cache is synced. Re-polled on a timer: the readiness latch wakes
+/// only its latest waiter, and the controller's own runner waits on it too.
+async fn wait_ready<K>(stores: &[Store<K>])
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    for store in stores {
+        while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready())
+            .await
+            .is_err()
+        {}
+    }
 }
 
 /// Counts the objects in `stores` by phase; objects without a phase count as `phases[0]`
