@@ -14,8 +14,8 @@ mod operator;
 
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use sandbox_operator::api::{
     PtyPhase, PtySession, PtySessionSpec, PtySessionStatus, SandboxTarget,
 };
@@ -28,24 +28,10 @@ use operator::Operator;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-struct Env {
-    daemon: Daemon,
-    operator: Operator,
-    api: Api<PtySession>,
-    ns: String,
-}
+type Env = operator::Env<PtySession>;
 
 async fn env(test: &str) -> Env {
-    let client: Client = control_plane::client().await;
-    let ns = control_plane::namespace(test);
-    let daemon = Daemon::start();
-    let operator = Operator::start(&ns, &daemon);
-    Env {
-        api: Api::namespaced(client, &ns),
-        daemon,
-        operator,
-        ns,
-    }
+    operator::env(test).await
 }
 
 fn spec(daemon: &Daemon, script: Option<&str>) -> PtySessionSpec {

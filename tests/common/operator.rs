@@ -3,8 +3,37 @@
 
 use std::process::{Child, Command, Stdio};
 
+use kube::Api;
+use kube::core::NamespaceResourceScope;
+
 use super::common::Daemon;
 use super::control_plane;
+
+/// What every operator test starts with: its own namespace, a daemon, the operator watching
+/// that namespace, and the API of the kind under test there.
+pub struct Env<K> {
+    pub daemon: Daemon,
+    pub operator: Operator,
+    pub api: Api<K>,
+    pub ns: String,
+}
+
+/// The environment of test `test`.
+pub async fn env<K>(test: &str) -> Env<K>
+where
+    K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    let client = control_plane::client().await;
+    let ns = control_plane::namespace(test);
+    let daemon = Daemon::start();
+    let operator = Operator::start(&ns, &daemon);
+    Env {
+        api: Api::namespaced(client, &ns),
+        daemon,
+        operator,
+        ns,
+    }
+}
 
 /// `sandbox-operator run` as a child process, killed on drop.
 pub struct Operator {
