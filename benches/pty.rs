@@ -1,9 +1,10 @@
 //! PTY benchmark against the real daemon (release build): keystroke round trip over the
 //! WebSocket versus the same round trip on a bare PTY pair (the floor), output throughput over
-//! one WebSocket, and daemon memory per idle session. Prints one JSON object.
+//! one WebSocket (against a bare PTY read and against a one-thread relay of it over loopback
+//! TCP), and daemon memory per idle session. Prints one JSON object.
 //!
 //! `cargo bench --bench pty` (`PTY_BENCH_RUNS`: repetitions; `PTY_BENCH_DAEMON`: another
-//! daemon binary to measure)
+//! daemon binary to measure; `PTY_BENCH_ONLY`: `round_trip`, `throughput` or `memory` alone)
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -55,41 +56,71 @@ fn median_by(
 async fn run(daemon: &Daemon) -> serde_json::Value {
     let client = Client::new(&daemon.base, Some(TOKEN.into())).unwrap();
     let pid = daemon.pid();
-    let (mut ws, mut floor, mut ws_tp, mut floor_tp) = (vec![], vec![], vec![], vec![]);
+    // `PTY_BENCH_ONLY=round_trip|throughput|memory` measures one part alone (quicker A/Bs).
+    let only = std::env::var("PTY_BENCH_ONLY").ok();
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    let (mut ws, mut floor) = (vec![], vec![]);
+    let (mut ws_tp, mut floor_tp, mut relay_tp) = (vec![], vec![], vec![]);
     for _ in 0..runs() {
         // Interleaved, so that both sides of each comparison see the same machine.
-        floor.push(
-            tokio::task::spawn_blocking(floor_round_trips)
-                .await
-                .unwrap(),
-        );
-        ws.push(ws_round_trips(&client, pid).await);
-        floor_tp.push(json!(
-            tokio::task::spawn_blocking(floor_throughput).await.unwrap()
-        ));
-        ws_tp.push(ws_throughput(&client, pid).await);
+        if wanted("round_trip") {
+            floor.push(
+                tokio::task::spawn_blocking(floor_round_trips)
+                    .await
+                    .unwrap(),
+            );
+            ws.push(ws_round_trips(&client, pid).await);
+        }
+        if wanted("throughput") {
+            floor_tp.push(tokio::task::spawn_blocking(floor_throughput).await.unwrap());
+            relay_tp.push(tokio::task::spawn_blocking(relay_throughput).await.unwrap());
+            ws_tp.push(ws_throughput(&client, pid).await);
+        }
     }
-    let p50 = |v: &serde_json::Value| v["p50"].as_f64().unwrap_or(f64::MAX);
-    let mb_s = |v: &serde_json::Value| v["mb_s"].as_f64().unwrap_or(v.as_f64().unwrap_or(0.0));
-    let idle = idle_memory(&client, daemon.pid()).await;
-    json!({
+    let mut result = json!({
         "runs": runs(),
-        "round_trip_us": {
+        "targets": {"p50_round_trip_us": 80, "throughput_mb_s": 200, "idle_session_kib": 1536},
+    });
+    if wanted("round_trip") {
+        let p50 = |v: &serde_json::Value| v["p50"].as_f64().unwrap_or(f64::MAX);
+        result["round_trip_us"] = json!({
             "websocket": median_by(ws.clone(), p50),
             "bare_pty_floor": median_by(floor.clone(), p50),
             "websocket_p50_each_run": ws.iter().map(p50).collect::<Vec<_>>(),
             "bare_pty_floor_p50_each_run": floor.iter().map(p50).collect::<Vec<_>>(),
-        },
-        "throughput_mb_s": {
+        });
+    }
+    if wanted("throughput") {
+        let mb_s = |v: &serde_json::Value| v["mb_s"].as_f64().unwrap_or(0.0);
+        let ws_each: Vec<f64> = ws_tp.iter().map(mb_s).collect();
+        // The machine's speed swings between runs by more than the differences measured, so
+        // each run is compared with the relay floor measured just before it.
+        let ratios: Vec<f64> = ws_each
+            .iter()
+            .zip(&relay_tp)
+            .map(|(ws, relay)| (ws / relay * 100.0).round() / 100.0)
+            .collect();
+        result["throughput_mb_s"] = json!({
             "websocket": median_by(ws_tp.clone(), mb_s),
-            "bare_pty_floor": median_by(floor_tp.clone(), mb_s),
-            "websocket_each_run": ws_tp.iter().map(mb_s).collect::<Vec<_>>(),
-            "bare_pty_floor_each_run": floor_tp.iter().map(mb_s).collect::<Vec<_>>(),
+            "bare_pty_floor": median(floor_tp.clone()),
+            "relay_floor": median(relay_tp.clone()),
+            "websocket_over_relay_floor": median(ratios.clone()),
+            "websocket_each_run": ws_each,
+            "bare_pty_floor_each_run": floor_tp,
+            "relay_floor_each_run": relay_tp,
+            "websocket_over_relay_floor_each_run": ratios,
             "bytes": THROUGHPUT_BYTES,
-        },
-        "idle_session_memory": idle,
-        "targets": {"p50_round_trip_us": 80, "throughput_mb_s": 200, "idle_session_kib": 1536},
-    })
+        });
+    }
+    if wanted("memory") {
+        result["idle_session_memory"] = idle_memory(&client, pid).await;
+    }
+    result
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 // ---- round trips ----
@@ -216,6 +247,47 @@ fn floor_throughput() -> f64 {
         }
         total += n as usize;
     }
+    (total as f64 / 1e6 / start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// The reads of [`floor_throughput`], each relayed at once over one loopback TCP connection
+/// to a reader thread: the least any daemon that forwards terminal output over a socket must
+/// do (one thread, no framing, no copies, no other work).
+fn relay_throughput() -> f64 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let mut total = 0usize;
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                break total;
+            }
+            total += n;
+        }
+    });
+    let mut out = std::net::TcpStream::connect(addr).unwrap();
+    let (master, _child) = bare_pty(&flood_script());
+    let mut buf = vec![0u8; 64 << 10];
+    read_blocking(&master, &mut buf[..1]);
+    let start = Instant::now();
+    write_blocking(&master, b"\n");
+    let mut total = 0usize;
+    while total < THROUGHPUT_BYTES {
+        // SAFETY: read(2) into a valid buffer.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.write_all(&buf[..n as usize]).unwrap();
+        total += n as usize;
+    }
+    drop(out);
+    let received = reader.join().unwrap();
+    assert_eq!(received, total);
     (total as f64 / 1e6 / start.elapsed().as_secs_f64() * 10.0).round() / 10.0
 }
 

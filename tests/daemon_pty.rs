@@ -784,6 +784,38 @@ async fn a_flood_without_clients_neither_blocks_nor_grows_the_daemon() {
 }
 
 #[tokio::test]
+async fn output_after_a_flood_still_arrives_once_the_terminal_goes_quiet() {
+    // A flood makes the reader leave the reactor and read batch after batch; once the
+    // terminal runs dry it must be watched again, or the quiet output after it (and the
+    // echo of the next input) would never arrive.
+    let d = Daemon::start();
+    let created = d
+        .client
+        .create_pty(&sh(
+            "stty -echo; read x; head -c 2000000 /dev/zero | tr '\\0' a; sleep 0.3; \
+             echo after-the-flood; read y; echo \"got $y\"",
+        ))
+        .await
+        .unwrap();
+    let mut a = d
+        .client
+        .attach_pty(&created.session_id, &created.token)
+        .await
+        .unwrap();
+    a.send_input("go\r").await.unwrap();
+    let out = read_until(&mut a, "after-the-flood").await;
+    let flood = out.split("after-the-flood").next().unwrap();
+    assert_eq!(flood.bytes().filter(|b| *b == b'a').count(), 2_000_000);
+    a.send_input("more\r").await.unwrap();
+    read_until(&mut a, "got more").await;
+    let (_, exit, code, reason) = read_to_close(&mut a).await;
+    assert_eq!(
+        (exit, code, reason.as_str()),
+        (Some(0), Some(1000), "exit:0")
+    );
+}
+
+#[tokio::test]
 async fn a_restarted_daemon_reports_earlier_sessions_as_ended() {
     let mut d = Daemon::start();
     let done = d.client.create_pty(&sh("exit 3")).await.unwrap();

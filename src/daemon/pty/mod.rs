@@ -4,6 +4,7 @@
 //! later and hands each batch to the attached clients' bounded feeds as one shared frame.
 
 mod feed;
+mod reader;
 mod ring;
 mod session;
 mod store;
@@ -16,7 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+
+use reader::Reader;
 
 pub use session::Session;
 use session::{Spec, State};
@@ -210,10 +214,15 @@ impl Daemon {
         let (master, slave) = term::open(rows, cols)
             .map_err(|e| ApiError::internal(format!("cannot open a pseudo-terminal: {e}")))?;
         // Registered before the spawn, so nothing can fail between the spawn and supervision.
+        // The supervisor reads through a duplicate of its own; the master is watched for
+        // writability only (input to a full terminal waits for it).
+        let cannot_watch = |e| ApiError::internal(format!("cannot watch the terminal: {e}"));
+        let reader =
+            reader::watch(master.try_clone().map_err(cannot_watch)?).map_err(cannot_watch)?;
         // SAFETY: the OwnedFd keeps the descriptor open for as long as the AsyncFd owns it.
         let master = Arc::new(
-            unsafe { AsyncFd::register(master) }
-                .map_err(|e| ApiError::internal(format!("cannot watch the terminal: {e}")))?,
+            unsafe { AsyncFd::register_with_interest(master, Interest::WRITABLE) }
+                .map_err(|e| cannot_watch(e.into_parts().1))?,
         );
         let leaf = self
             .pty_leaf(req.memory_limit_bytes)
@@ -270,7 +279,7 @@ impl Daemon {
         tokio::spawn(supervise::supervise(
             self.clone(),
             session.clone(),
-            master,
+            Reader::new(session.clone(), reader),
             exit,
         ));
         Ok(session)

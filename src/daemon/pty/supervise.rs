@@ -3,26 +3,19 @@
 //! reaper, runs the idle / TTL / SIGKILL timers, records the end, and forgets the session once
 //! its retention has passed.
 
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
-use tokio::io::unix::AsyncFdReadyGuard;
+use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use super::super::Daemon;
 use super::super::reaper::WaitStatus;
-use super::session::{Master, Session, Timer};
+use super::reader::Reader;
+use super::session::{Session, Timer};
 use super::term;
-use crate::wire::pty::frame;
 use crate::wire::{EventKind, PtyEndReason, now_ms};
 
-/// Output read in one go (one frame to the clients) before they, the exit and the timers get a
-/// look. A terminal read returns at most a few KiB, so under a flood a batch is several reads
-/// and one frame; interactive output is one small read and goes out at once. Far below
-/// [`FEED_LIMIT`](super::feed::FEED_LIMIT), so that a client that keeps up is never cut off by a single batch.
-const BATCH_LIMIT: usize = 64 << 10;
 /// After the program exits, how long to keep reading for output still in the terminal when
 /// something else (a background job) keeps the terminal open.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
@@ -31,12 +24,11 @@ const DRAIN_GRACE: Duration = Duration::from_millis(200);
 pub async fn supervise(
     daemon: Arc<Daemon>,
     session: Arc<Session>,
-    master: Master,
+    mut reader: Reader,
     mut exit: oneshot::Receiver<WaitStatus>,
 ) {
     let mut changes = session.subscribe_changes();
-    // Frames are split off this buffer and shared with the clients; once they are sent the
-    // allocation is reused, so a steady flood does not allocate per batch.
+    // Output is read into this buffer (see `Reader::read`).
     let mut buf = BytesMut::new();
     let mut status: Option<Option<WaitStatus>> = None;
     let mut eof = false;
@@ -72,19 +64,7 @@ pub async fn supervise(
             }
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => break,
             _ = changes.changed() => {}
-            ready = master.readable(), if !eof => match ready {
-                Ok(mut guard) => {
-                    let (total, ended) = read_batch(&session, &mut guard, &mut buf);
-                    eof = ended;
-                    if total >= BATCH_LIMIT {
-                        // More is waiting. The clients just woken sit in this worker's LIFO
-                        // slot, which no other worker may steal: let them send before reading
-                        // on, or a flood would overrun them without their being slow.
-                        tokio::task::yield_now().await;
-                    }
-                }
-                Err(_) => eof = true,
-            },
+            finished = reader.read(&mut buf), if !eof => eof = finished,
         }
         if status.is_some() && eof {
             break;
@@ -92,44 +72,9 @@ pub async fn supervise(
     }
     drop(buf);
     daemon.finish_session(&session, status.flatten());
-    drop(master);
+    drop(reader);
     tokio::time::sleep(Duration::from_millis(session.spec.retain_ms)).await;
     daemon.forget_session(&session);
-}
-
-/// Reads what the terminal has (up to [`BATCH_LIMIT`]) as one output frame and hands it to the
-/// session. Returns the bytes read and whether the terminal is finished (EIO: every process
-/// let go of it).
-fn read_batch(
-    session: &Session,
-    guard: &mut AsyncFdReadyGuard<'_, OwnedFd>,
-    buf: &mut BytesMut,
-) -> (usize, bool) {
-    buf.clear();
-    buf.reserve(1 + BATCH_LIMIT);
-    buf.put_u8(frame::DATA);
-    let mut finished = false;
-    while buf.len() <= BATCH_LIMIT {
-        let room = 1 + BATCH_LIMIT - buf.len();
-        match guard.try_io(|fd| term::read_appending(fd, buf, room)) {
-            Ok(Ok(0)) => {
-                finished = true;
-                break;
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => {
-                finished = true;
-                break;
-            }
-            Err(_would_block) => break,
-        }
-    }
-    let total = buf.len() - 1;
-    if total > 0 {
-        session.push_output(buf.split().freeze());
-    }
-    (total, finished)
 }
 
 fn instant_at(at_ms: i64) -> tokio::time::Instant {
