@@ -12,7 +12,9 @@
 //! once anything that arrived in between.
 //!
 //! (Reading the flood on a blocking-pool thread, with the clients sending on the workers in
-//! parallel, was measured too: 5 to 10% slower than this on two cores.)
+//! parallel, was measured too: 5 to 10% slower on two cores, because the sending then shares
+//! the other core with the kernel's terminal worker and the writing program, which the reads
+//! wait for.)
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
