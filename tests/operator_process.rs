@@ -194,7 +194,7 @@ async fn delete_with_the_daemon_gone_does_not_hang() {
     let pid = phase(&e.api, "g", ProcessPhase::Running).await.pid.unwrap();
     e.daemon.stop(libc::SIGKILL);
     // The daemon's orphan is not the operator's to clean up any more; the test's to reap.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    unsafe { libc::kill(-pid, libc::SIGKILL) }; // the group: sh and its sleep
     e.api.delete("g", &DeleteParams::default()).await.unwrap();
     eventually(LIMIT, "the object is gone", || async {
         e.api.get_opt("g").await.unwrap().is_none().then_some(())
@@ -214,7 +214,7 @@ async fn daemon_restart_marks_running_objects_lost() {
     assert_eq!(condition(&lost, "Ready"), "False");
     if let Some(pid) = before.pid {
         // The daemon died with SIGKILL; its orphan is not ours to leave behind in a test.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(-pid, libc::SIGKILL) }; // the group: sh and its sleep
     }
 }
 
@@ -441,7 +441,7 @@ async fn daemon_restart_without_its_state_marks_running_objects_lost() {
         "the status stays bound to a daemon incarnation"
     );
     if let Some(pid) = before.pid {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(-pid, libc::SIGKILL) }; // the group: sh and its sleep
     }
 }
 
