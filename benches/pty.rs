@@ -91,8 +91,8 @@ async fn run(daemon: &Daemon) -> serde_json::Value {
         });
     }
     if wanted("throughput") {
-        let mb_s = |v: &serde_json::Value| v["mb_s"].as_f64().unwrap_or(0.0);
-        let ws_each: Vec<f64> = ws_tp.iter().map(mb_s).collect();
+        let mb_s_of = |v: &serde_json::Value| v["mb_s"].as_f64().unwrap_or(0.0);
+        let ws_each: Vec<f64> = ws_tp.iter().map(mb_s_of).collect();
         // The machine's speed swings between runs by more than the differences measured, so
         // each run is compared with the relay floor measured just before it.
         let ratios: Vec<f64> = ws_each
@@ -101,7 +101,7 @@ async fn run(daemon: &Daemon) -> serde_json::Value {
             .map(|(ws, relay)| (ws / relay * 100.0).round() / 100.0)
             .collect();
         result["throughput_mb_s"] = json!({
-            "websocket": median_by(ws_tp.clone(), mb_s),
+            "websocket": median_by(ws_tp.clone(), mb_s_of),
             "bare_pty_floor": median(floor_tp.clone()),
             "relay_floor": median(relay_tp.clone()),
             "websocket_over_relay_floor": median(ratios.clone()),
@@ -230,7 +230,7 @@ async fn ws_throughput(client: &Client, daemon_pid: i32) -> serde_json::Value {
     json!({
         "daemon_cpu_us_per_mb": daemon_us,
         "bench_cpu_us_per_mb": bench_us,
-        "mb_s": ((bytes as f64 / 1e6 / elapsed.as_secs_f64()) * 10.0).round() / 10.0,
+        "mb_s": mb_s(bytes, elapsed),
         "received_bytes": bytes,
         "frames": frames,
         "seconds": elapsed.as_secs_f64(),
@@ -240,21 +240,8 @@ async fn ws_throughput(client: &Client, daemon_pid: i32) -> serde_json::Value {
 }
 
 fn floor_throughput() -> f64 {
-    let (master, _child) = bare_pty(&flood_script());
-    let mut buf = vec![0u8; 64 << 10];
-    read_blocking(&master, &mut buf[..1]);
-    let start = Instant::now();
-    write_blocking(&master, b"\n");
-    let mut total = 0usize;
-    while total < THROUGHPUT_BYTES {
-        // SAFETY: read(2) into a valid buffer.
-        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        total += n as usize;
-    }
-    (total as f64 / 1e6 / start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+    let (total, start) = read_flood(|_| {});
+    mb_s(total, start.elapsed())
 }
 
 /// The reads of [`floor_throughput`], each relayed at once over one loopback TCP connection
@@ -277,6 +264,16 @@ fn relay_throughput() -> f64 {
         }
     });
     let mut out = std::net::TcpStream::connect(addr).unwrap();
+    let (total, start) = read_flood(|chunk| out.write_all(chunk).unwrap());
+    drop(out);
+    let received = reader.join().unwrap();
+    assert_eq!(received, total);
+    mb_s(total, start.elapsed())
+}
+
+/// Runs [`flood_script`] on a bare PTY and reads its output with blocking reads of up to
+/// 64 KiB, handing each to `forward`; returns the bytes read and when the flood was started.
+fn read_flood(mut forward: impl FnMut(&[u8])) -> (usize, Instant) {
     let (master, _child) = bare_pty(&flood_script());
     let mut buf = vec![0u8; 64 << 10];
     read_blocking(&master, &mut buf[..1]);
@@ -289,13 +286,15 @@ fn relay_throughput() -> f64 {
         if n <= 0 {
             break;
         }
-        out.write_all(&buf[..n as usize]).unwrap();
+        forward(&buf[..n as usize]);
         total += n as usize;
     }
-    drop(out);
-    let received = reader.join().unwrap();
-    assert_eq!(received, total);
-    (total as f64 / 1e6 / start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+    (total, start)
+}
+
+/// MB (1e6 bytes) per second, to one decimal.
+fn mb_s(bytes: usize, elapsed: Duration) -> f64 {
+    (bytes as f64 / 1e6 / elapsed.as_secs_f64() * 10.0).round() / 10.0
 }
 
 // ---- CPU time ----
