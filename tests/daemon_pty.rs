@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use sandbox_operator::client::{ClientError, EventItem, PtyAttach, PtyEvent};
 use sandbox_operator::wire::pty::frame;
 use sandbox_operator::wire::{
-    CreatePtyRequest, ErrorCode, EventKind, PtyEndReason, PtySessionInfo,
+    CreatePtyRequest, CreatePtyResponse, ErrorCode, EventKind, PtyEndReason, PtySessionInfo,
 };
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
@@ -79,6 +79,17 @@ async fn read_to_close(attach: &mut PtyAttach) -> (Vec<u8>, Option<i32>, Option<
             PtyEvent::Closed(close) => return (output, exit, close.code, close.reason),
         }
     }
+}
+
+/// Creates a session and attaches to it (READY sent).
+async fn create_attached(d: &Daemon, req: &CreatePtyRequest) -> (CreatePtyResponse, PtyAttach) {
+    let created = d.client.create_pty(req).await.unwrap();
+    let attach = d
+        .client
+        .attach_pty(&created.session_id, &created.token)
+        .await
+        .unwrap();
+    (created, attach)
 }
 
 async fn wait_ended(d: &Daemon, id: &str) -> PtySessionInfo {
@@ -223,12 +234,7 @@ async fn the_program_leads_its_session_on_the_terminal_with_env_dir_and_user() {
     );
     req.env.insert("FOO".into(), "bar".into());
     req.working_dir = Some(dir.display().to_string());
-    let created = d.client.create_pty(&req).await.unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+    let (_, mut a) = create_attached(&d, &req).await;
     let (out, exit, _, _) = read_to_close(&mut a).await;
     let out = String::from_utf8_lossy(&out).into_owned();
     assert_eq!(exit, Some(0), "{out}");
@@ -257,12 +263,7 @@ async fn the_program_leads_its_session_on_the_terminal_with_env_dir_and_user() {
     if running_as_root {
         req.user = Some(sandbox_operator::wire::UserSpec::Text("nobody".into()));
     }
-    let created = d.client.create_pty(&req).await.unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+    let (_, mut a) = create_attached(&d, &req).await;
     let (out, exit, _, _) = read_to_close(&mut a).await;
     let out = String::from_utf8_lossy(&out).into_owned();
     assert_eq!(exit, Some(0), "{out}");
@@ -275,12 +276,7 @@ async fn the_program_leads_its_session_on_the_terminal_with_env_dir_and_user() {
 #[tokio::test]
 async fn kill_while_attached_closes_with_1001_and_records_the_kill() {
     let d = Daemon::start();
-    let created = d.client.create_pty(&pty("cat", &[])).await.unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+    let (created, mut a) = create_attached(&d, &pty("cat", &[])).await;
     a.send_input("ping\r").await.unwrap();
     read_until(&mut a, "ping").await;
     d.client.kill_pty(&created.session_id).await.unwrap();
@@ -302,16 +298,8 @@ async fn kill_while_attached_closes_with_1001_and_records_the_kill() {
 #[tokio::test]
 async fn a_program_ignoring_sighup_is_killed_after_the_grace_period() {
     let d = Daemon::start_with(&["--pty-kill-grace-ms", "400"]);
-    let created = d
-        .client
-        .create_pty(&sh("trap '' HUP; echo armed; exec sleep 1000"))
-        .await
-        .unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+    let (created, mut a) =
+        create_attached(&d, &sh("trap '' HUP; echo armed; exec sleep 1000")).await;
     read_until(&mut a, "armed").await;
     let killed_at = Instant::now();
     d.client.kill_pty(&created.session_id).await.unwrap();
@@ -652,12 +640,7 @@ async fn tokens_never_appear_in_list_get_or_events() {
     let mut events = Box::pin(d.client.events(Some(0)).await.unwrap());
     let mut req = pty("cat", &[]);
     req.labels.insert("owner".into(), "test".into());
-    let created = d.client.create_pty(&req).await.unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+    let (created, mut a) = create_attached(&d, &req).await;
     a.send_input("x\r").await.unwrap();
     read_until(&mut a, "x").await;
     a.detach().await.unwrap();
@@ -789,19 +772,14 @@ async fn output_after_a_flood_still_arrives_once_the_terminal_goes_quiet() {
     // terminal runs dry it must be watched again, or the quiet output after it (and the
     // echo of the next input) would never arrive.
     let d = Daemon::start();
-    let created = d
-        .client
-        .create_pty(&sh(
+    let (_, mut a) = create_attached(
+        &d,
+        &sh(
             "stty -echo; read x; head -c 2000000 /dev/zero | tr '\\0' a; sleep 0.3; \
              echo after-the-flood; read y; echo \"got $y\"",
-        ))
-        .await
-        .unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     a.send_input("go\r").await.unwrap();
     let out = read_until(&mut a, "after-the-flood").await;
     let flood = out.split("after-the-flood").next().unwrap();
@@ -981,12 +959,7 @@ async fn an_oom_kill_is_reported_as_oom_killed() {
         &["-c", "a = bytearray(512 * 1024 * 1024); print(len(a))"],
     );
     req.memory_limit_bytes = Some(64 << 20);
-    let created = d.client.create_pty(&req).await.unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+    let (created, mut a) = create_attached(&d, &req).await;
     let (_, exit, _, reason) = read_to_close(&mut a).await;
     assert_eq!(exit, Some(128 + libc::SIGKILL));
     assert_eq!(reason, "exit:137");
@@ -1001,16 +974,7 @@ async fn an_oom_kill_is_reported_as_oom_killed() {
 async fn a_large_paste_reaches_the_program_whole() {
     let d = Daemon::start();
     // Raw mode: no echo, no line editing, bytes come back as they went in.
-    let created = d
-        .client
-        .create_pty(&sh("stty raw -echo; printf R; exec cat"))
-        .await
-        .unwrap();
-    let mut a = d
-        .client
-        .attach_pty(&created.session_id, &created.token)
-        .await
-        .unwrap();
+    let (created, mut a) = create_attached(&d, &sh("stty raw -echo; printf R; exec cat")).await;
     read_until(&mut a, "R").await;
     // Far more than the terminal's input buffer: the daemon must keep writing as it drains.
     let paste: Vec<u8> = (0..256 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
