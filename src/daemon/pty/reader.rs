@@ -39,6 +39,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 pub struct Reader {
     session: Arc<Session>,
     mode: Mode,
+    /// Frames are split off this buffer and shared with the clients; once they have sent one
+    /// its allocation is reused, so a steady flood does not allocate per batch.
+    buf: BytesMut,
 }
 
 enum Mode {
@@ -59,13 +62,15 @@ impl Reader {
         Reader {
             session,
             mode: Mode::Watched(fd),
+            buf: BytesMut::new(),
         }
     }
 
     /// Hands the session whatever output comes next; returns true once the terminal is
     /// finished (every process let go of it). Cancel-safe: the only waits come before the
     /// first read and after the output is handed over.
-    pub async fn read(&mut self, buf: &mut BytesMut) -> bool {
+    pub async fn read(&mut self) -> bool {
+        let buf = &mut self.buf;
         let outcome = match &self.mode {
             Mode::Watched(fd) => match fd.readable().await {
                 Ok(mut guard) => {
@@ -85,8 +90,6 @@ impl Reader {
             Mode::Closed => std::future::pending().await,
         };
         if buf.len() > 1 {
-            // Split off and shared with the clients; once they have sent it the allocation is
-            // reused, so a steady flood does not allocate per batch.
             self.session.push_output(buf.split().freeze());
         }
         self.mode = match (std::mem::replace(&mut self.mode, Mode::Closed), outcome) {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use super::super::Daemon;
@@ -28,8 +27,6 @@ pub async fn supervise(
     mut exit: oneshot::Receiver<WaitStatus>,
 ) {
     let mut changes = session.subscribe_changes();
-    // Output is read into this buffer (see `Reader::read`).
-    let mut buf = BytesMut::new();
     let mut status: Option<Option<WaitStatus>> = None;
     let mut eof = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -64,13 +61,12 @@ pub async fn supervise(
             }
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => break,
             _ = changes.changed() => {}
-            finished = reader.read(&mut buf), if !eof => eof = finished,
+            finished = reader.read(), if !eof => eof = finished,
         }
         if status.is_some() && eof {
             break;
         }
     }
-    drop(buf);
     daemon.finish_session(&session, status.flatten());
     drop(reader);
     tokio::time::sleep(Duration::from_millis(session.spec.retain_ms)).await;
