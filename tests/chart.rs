@@ -6,6 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+#[path = "common/drift.rs"]
+mod drift;
+
 const RESYNC: &str = "re-sync the chart with `cp crds/*.yaml charts/sandbox-operator/files/crds/` \
      (after regenerating crds/ with `cargo run --bin sandbox-operator -- crd --out-dir crds`) \
      and commit the result";
@@ -35,23 +38,12 @@ fn chart_crds_are_byte_identical_to_crds_dir() {
     for name in &want {
         let expected = std::fs::read(source.join(name)).unwrap();
         let actual = std::fs::read(chart.join(name)).unwrap();
-        if actual != expected {
-            let line = actual
-                .split(|&b| b == b'\n')
-                .zip(expected.split(|&b| b == b'\n'))
-                .position(|(a, b)| a != b)
-                .map(|l| l + 1)
-                .unwrap_or_else(|| {
-                    actual
-                        .split(|&b| b == b'\n')
-                        .count()
-                        .min(expected.split(|&b| b == b'\n').count())
-                });
-            panic!(
-                "charts/sandbox-operator/files/crds/{name} differs from crds/{name} \
-                 (first difference at line {line}); {RESYNC}"
-            );
-        }
+        drift::assert_same(
+            &format!("charts/sandbox-operator/files/crds/{name} differs from crds/{name}"),
+            &actual,
+            &expected,
+            RESYNC,
+        );
     }
 }
 

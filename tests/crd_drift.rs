@@ -6,6 +6,9 @@ use std::path::Path;
 
 use sandbox_operator::api;
 
+#[path = "common/drift.rs"]
+mod drift;
+
 const REGENERATE: &str = "regenerate with `cargo run --bin sandbox-operator -- crd --out-dir crds` and commit the result";
 
 #[test]
@@ -18,17 +21,12 @@ fn committed_crds_match_the_generated_ones() {
         let generated = api::crd_yaml(&crd).expect("CRD serializes to YAML");
         let committed = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}; {REGENERATE}", path.display()));
-        if committed != generated {
-            let line = committed
-                .lines()
-                .zip(generated.lines())
-                .position(|(a, b)| a != b)
-                .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
-            panic!(
-                "crds/{name} is out of date (first difference at line {}); {REGENERATE}",
-                line + 1
-            );
-        }
+        drift::assert_same(
+            &format!("crds/{name} is out of date"),
+            committed.as_bytes(),
+            generated.as_bytes(),
+            REGENERATE,
+        );
         expected.insert(name);
     }
 

@@ -9,6 +9,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use sandbox_operator::api;
 use sandbox_operator::api::reference::{kind_markdown, reference_markdown};
 
+#[path = "common/drift.rs"]
+mod drift;
+
 const REGENERATE: &str = "regenerate with `cargo run --bin sandbox-operator -- crd --reference > docs/crd-reference.md` and commit the result";
 
 #[test]
@@ -16,18 +19,12 @@ fn committed_reference_matches_the_generated_one() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/crd-reference.md");
     let committed = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}; {REGENERATE}", path.display()));
-    let generated = reference_markdown();
-    if committed != generated {
-        let line = committed
-            .lines()
-            .zip(generated.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| committed.lines().count().min(generated.lines().count()));
-        panic!(
-            "docs/crd-reference.md is out of date (first difference at line {}); {REGENERATE}",
-            line + 1
-        );
-    }
+    drift::assert_same(
+        "docs/crd-reference.md is out of date",
+        committed.as_bytes(),
+        reference_markdown().as_bytes(),
+        REGENERATE,
+    );
 }
 
 /// The section of one kind, so a row found in the other kind's section does not count.
