@@ -11,13 +11,10 @@ mod control_plane;
 #[path = "common/operator.rs"]
 mod harness;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use sandbox_operator::api::{SandboxProcess, SandboxProcessSpec, SandboxTarget};
 use sandbox_operator::client::Client;
 use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
@@ -46,43 +43,31 @@ struct Seen {
     last_status: Value,
 }
 
-type Board = Arc<Mutex<HashMap<String, Seen>>>;
+type Board = harness::Board<Seen>;
 
 /// One watch over the namespace records every object's progress into the board.
 fn watch(api: Api<SandboxProcess>) -> Board {
-    let board: Board = Arc::default();
-    let b = board.clone();
-    tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(obj)) = stream.next().await {
-            let now = Instant::now();
-            let name = obj.metadata.name.clone().unwrap_or_default();
-            let rv = obj.metadata.resource_version.clone().unwrap_or_default();
-            let status = serde_json::to_value(&obj.status).unwrap_or(Value::Null);
-            let mut board = b.lock().unwrap();
-            let seen = board.entry(name).or_default();
-            if !seen.last_rv.is_empty() && seen.last_rv != rv {
-                seen.writes += 1;
-                if seen.last_status != status {
-                    seen.status_writes += 1;
-                }
-            }
-            seen.last_rv = rv;
-            seen.last_status = status;
-            let st = obj.status.as_ref();
-            if seen.pid_at.is_none() && st.and_then(|s| s.pid).is_some() {
-                seen.pid_at = Some(now);
-            }
-            if seen.finished_wall_ms.is_none()
-                && st.and_then(|s| s.phase).is_some_and(|p| p.is_finished())
-            {
-                seen.finished_wall_ms = Some(wall_ms());
+    harness::watch_board(api, |obj: &SandboxProcess, seen: &mut Seen, now| {
+        let rv = obj.metadata.resource_version.clone().unwrap_or_default();
+        let status = serde_json::to_value(&obj.status).unwrap_or(Value::Null);
+        if !seen.last_rv.is_empty() && seen.last_rv != rv {
+            seen.writes += 1;
+            if seen.last_status != status {
+                seen.status_writes += 1;
             }
         }
-    });
-    board
+        seen.last_rv = rv;
+        seen.last_status = status;
+        let st = obj.status.as_ref();
+        if seen.pid_at.is_none() && st.and_then(|s| s.pid).is_some() {
+            seen.pid_at = Some(now);
+        }
+        if seen.finished_wall_ms.is_none()
+            && st.and_then(|s| s.phase).is_some_and(|p| p.is_finished())
+        {
+            seen.finished_wall_ms = Some(wall_ms());
+        }
+    })
 }
 
 fn object(name: &str, endpoint: &str, command: &str, args: &[&str]) -> SandboxProcess {

@@ -12,13 +12,9 @@ mod control_plane;
 #[path = "common/operator.rs"]
 mod harness;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use sandbox_operator::api::{PtyPhase, PtySession, PtySessionSpec, SandboxTarget};
 use serde_json::json;
 
@@ -33,35 +29,23 @@ struct Seen {
     size_at: Option<Instant>,
 }
 
-type Board = Arc<Mutex<HashMap<String, Seen>>>;
+type Board = harness::Board<Seen>;
 
 fn watch(api: Api<PtySession>) -> Board {
-    let board: Board = Arc::default();
-    let b = board.clone();
-    tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(obj)) = stream.next().await {
-            let now = Instant::now();
-            let name = obj.metadata.name.clone().unwrap_or_default();
-            let mut board = b.lock().unwrap();
-            let seen = board.entry(name).or_default();
-            let Some(st) = obj.status.as_ref() else {
-                continue;
-            };
-            if seen.active_at.is_none() && st.phase == Some(PtyPhase::Active) && st.pid.is_some() {
-                seen.active_at = Some(now);
-            }
-            if let (Some(rows), Some(cols)) = (st.rows, st.cols)
-                && seen.size != Some((rows, cols))
-            {
-                seen.size = Some((rows, cols));
-                seen.size_at = Some(now);
-            }
+    harness::watch_board(api, |obj: &PtySession, seen: &mut Seen, now| {
+        let Some(st) = obj.status.as_ref() else {
+            return;
+        };
+        if seen.active_at.is_none() && st.phase == Some(PtyPhase::Active) && st.pid.is_some() {
+            seen.active_at = Some(now);
         }
-    });
-    board
+        if let (Some(rows), Some(cols)) = (st.rows, st.cols)
+            && seen.size != Some((rows, cols))
+        {
+            seen.size = Some((rows, cols));
+            seen.size_at = Some(now);
+        }
+    })
 }
 
 fn session(name: &str, endpoint: &str) -> PtySession {

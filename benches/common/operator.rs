@@ -1,13 +1,48 @@
 //! What the operator benchmarks share: the real daemon and operator binaries as child
 //! processes, RSS from /proc, and latency statistics.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use serde_json::{Value, json};
 
 use super::control_plane;
+
+/// What a watch saw of each object, by name.
+pub type Board<S> = Arc<Mutex<HashMap<String, S>>>;
+
+/// One watch over `api` that hands every applied object, its name's entry on the board and
+/// the instant it arrived to `record`.
+pub fn watch_board<K, S>(
+    api: Api<K>,
+    mut record: impl FnMut(&K, &mut S, Instant) + Send + 'static,
+) -> Board<S>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    S: Default + Send + 'static,
+{
+    let board: Board<S> = Arc::default();
+    let b = board.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(obj)) = stream.next().await {
+            let now = Instant::now();
+            let name = obj.meta().name.clone().unwrap_or_default();
+            let mut board = b.lock().unwrap();
+            record(&obj, board.entry(name).or_default(), now);
+        }
+    });
+    board
+}
 
 /// The daemons' bearer token in every operator benchmark.
 pub const TOKEN: &str = "bench-token";
