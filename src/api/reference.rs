@@ -136,6 +136,21 @@ fn walk(
     rows: &mut Vec<FieldRow>,
     rules: &mut Vec<RuleRow>,
 ) {
+    if path.contains('.') {
+        rows.push(field_row(path, schema, required));
+    }
+    walk_inside(path, schema, rows, rules);
+}
+
+/// What lies inside the field at `path`: its rules and its properties' rows. List items are
+/// documented as `path[]`; an item that is a scalar is already described by the list's own
+/// row ("array of string"), so only object items get rows of their own.
+fn walk_inside(
+    path: &str,
+    schema: &JSONSchemaProps,
+    rows: &mut Vec<FieldRow>,
+    rules: &mut Vec<RuleRow>,
+) {
     for rule in schema.x_kubernetes_validations.iter().flatten() {
         rules.push(RuleRow {
             path: path.to_owned(),
@@ -148,43 +163,15 @@ fn walk(
                 .unwrap_or_default(),
         });
     }
-    if path.contains('.') {
-        rows.push(field_row(path, schema, required));
-    }
     let own_required = schema.required.as_deref().unwrap_or_default();
     for (name, child) in schema.properties.iter().flatten() {
         let is_required = own_required.iter().any(|r| r == name);
         walk(&format!("{path}.{name}"), child, is_required, rows, rules);
     }
-    // List items are documented as `path[]`; an item that is a scalar is already described by
-    // the list's own row ("array of string"), so only object items get rows of their own.
-    if let Some(JSONSchemaPropsOrArray::Schema(items)) = &schema.items {
-        let item_path = format!("{path}[]");
-        if items.properties.is_some() {
-            for rule in items.x_kubernetes_validations.iter().flatten() {
-                rules.push(RuleRow {
-                    path: item_path.clone(),
-                    rule: cell(&rule.rule),
-                    message: cell(rule.message.as_deref().unwrap_or_default()),
-                    field_path: rule
-                        .field_path
-                        .as_deref()
-                        .map(|f| format!("`{}`", cell(f)))
-                        .unwrap_or_default(),
-                });
-            }
-            let item_required = items.required.as_deref().unwrap_or_default();
-            for (name, child) in items.properties.iter().flatten() {
-                let is_required = item_required.iter().any(|r| r == name);
-                walk(
-                    &format!("{item_path}.{name}"),
-                    child,
-                    is_required,
-                    rows,
-                    rules,
-                );
-            }
-        }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = &schema.items
+        && items.properties.is_some()
+    {
+        walk_inside(&format!("{path}[]"), items, rows, rules);
     }
 }
 
