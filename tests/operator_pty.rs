@@ -19,11 +19,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use sandbox_operator::api::{
     PtyPhase, PtySession, PtySessionSpec, PtySessionStatus, SandboxTarget,
 };
-use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
-use sandbox_operator::wire::PtySessionInfo;
 use serde_json::json;
 
-use common::{Daemon, alive, eventually};
+use common::{Daemon, alive, eventually, pty_condition};
 use operator::Operator;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -68,25 +66,6 @@ async fn phase(api: &Api<PtySession>, name: &str, want: PtyPhase) -> PtySessionS
     .await
 }
 
-fn condition<'a>(s: &'a PtySessionStatus, type_: &str) -> (&'a str, &'a str) {
-    s.conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str()))
-        .unwrap_or_default()
-}
-
-async fn owned(daemon: &Daemon, uid: &str) -> Vec<PtySessionInfo> {
-    daemon
-        .client
-        .list_ptys()
-        .await
-        .expect("list sessions")
-        .into_iter()
-        .filter(|s| s.labels.get(OWNER_UID_LABEL).map(String::as_str) == Some(uid))
-        .collect()
-}
-
 /// `stty size` of the terminal the session's process has as its stdin: what a program inside
 /// the session sees.
 fn stty_size(pid: i32) -> String {
@@ -112,16 +91,16 @@ async fn create_becomes_active_and_a_resize_reaches_the_terminal() {
     assert_eq!(active.is_alive, Some(true));
     assert_eq!(active.size.as_deref(), Some("80x24"));
     assert_eq!(stty_size(pid), "24 80");
-    let sessions = owned(&e.daemon, &uid).await;
+    let sessions = e.daemon.owned_sessions(&uid).await;
     assert_eq!(sessions.len(), 1, "one session for the object");
     assert_eq!(
         active.session_id.as_deref(),
         Some(sessions[0].session_id.as_str())
     );
-    assert_eq!(condition(&active, "Ready"), ("True", "Active"));
+    assert_eq!(pty_condition(&active, "Ready"), ("True", "Active"));
     // No core API here: the token cannot be stored, and the status says so (never the token).
     assert_eq!(
-        condition(&active, "TokenStored"),
+        pty_condition(&active, "TokenStored"),
         ("False", "SecretsNotServed")
     );
     assert_eq!(active.token_secret_name, None);
@@ -158,8 +137,8 @@ async fn an_exit_code_is_reflected() {
     assert_eq!(exited.exit_code, Some(3));
     assert_eq!(exited.is_alive, Some(false));
     assert!(exited.ended_at.is_some());
-    assert_eq!(condition(&exited, "Completed"), ("True", "Exited"));
-    assert_eq!(condition(&exited, "Ready").0, "False");
+    assert_eq!(pty_condition(&exited, "Completed"), ("True", "Exited"));
+    assert_eq!(pty_condition(&exited, "Ready").0, "False");
 }
 
 #[tokio::test]
@@ -170,7 +149,7 @@ async fn an_idle_session_expires() {
     create(&e.api, "idle", s).await;
     let expired = phase(&e.api, "idle", PtyPhase::Expired).await;
     assert_eq!(expired.is_alive, Some(false));
-    assert_eq!(condition(&expired, "Completed"), ("True", "Expired"));
+    assert_eq!(pty_condition(&expired, "Completed"), ("True", "Expired"));
 }
 
 #[tokio::test]
@@ -185,7 +164,7 @@ async fn delete_kills_the_session() {
         e.api.get_opt("d").await.unwrap().is_none().then_some(())
     })
     .await;
-    let sessions = owned(&e.daemon, &uid).await;
+    let sessions = e.daemon.owned_sessions(&uid).await;
     assert!(
         sessions.iter().all(|s| !s.is_alive),
         "the session ended: {sessions:?}"
@@ -210,7 +189,11 @@ async fn operator_restarts_adopt_instead_of_creating_another() {
     e.operator = Operator::start(&e.ns, &e.daemon);
     // Time for the new operator to reconcile (and, were it wrong, to create another).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(owned(&e.daemon, &uid).await.len(), 1, "exactly one session");
+    assert_eq!(
+        e.daemon.owned_sessions(&uid).await.len(),
+        1,
+        "exactly one session"
+    );
     let after = phase(&e.api, "a", PtyPhase::Active).await;
     assert_eq!(
         after.session_id, active.session_id,
@@ -227,7 +210,7 @@ async fn a_restarted_daemon_makes_the_session_lost() {
     e.daemon.restart(libc::SIGKILL);
     let lost = phase(&e.api, "l", PtyPhase::Lost).await;
     assert_eq!(lost.session_id, before.session_id);
-    assert_eq!(condition(&lost, "Stalled"), ("True", "SessionLost"));
+    assert_eq!(pty_condition(&lost, "Stalled"), ("True", "SessionLost"));
     if let Some(pid) = before.pid {
         // The daemon died with SIGKILL; its orphaned shell is not ours to leave behind.
         unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -19,13 +19,11 @@ use kube::client::Body;
 use sandbox_operator::api::{
     FINALIZER, PtyPhase, PtySession, PtySessionSpec, PtySessionStatus, SandboxTarget, Time,
 };
-use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
 use sandbox_operator::controller::object::Identity;
 use sandbox_operator::controller::pty::{build_request, reconcile, secret};
-use sandbox_operator::wire::PtySessionInfo;
 use serde_json::json;
 
-use common::{Daemon, alive, eventually};
+use common::{Daemon, alive, eventually, pty_condition};
 use mock_api::{Call, CoreApi};
 
 const PATH: &str = "/apis/sandboxes.dev/v1alpha1/namespaces/default/ptysessions";
@@ -54,17 +52,6 @@ async fn reconcile_once(obj: &PtySession, daemon: &Daemon, core: CoreApi) -> Vec
     server.await.unwrap()
 }
 
-async fn owned(daemon: &Daemon, uid: &str) -> Vec<PtySessionInfo> {
-    daemon
-        .client
-        .list_ptys()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.labels.get(OWNER_UID_LABEL).map(String::as_str) == Some(uid))
-        .collect()
-}
-
 fn assert_status_apply(call: &Call, name: &str) -> PtySessionStatus {
     assert_eq!(call.method, "PATCH");
     assert_eq!(
@@ -83,14 +70,6 @@ fn assert_event(call: &Call, name: &str, reason: &str) {
     assert_eq!(call.body["reason"], reason);
     assert_eq!(call.body["involvedObject"]["name"], name);
     assert_eq!(call.body["involvedObject"]["kind"], "PtySession");
-}
-
-fn condition<'a>(s: &'a PtySessionStatus, type_: &str) -> (&'a str, &'a str) {
-    s.conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str()))
-        .unwrap_or_default()
 }
 
 /// The token the daemon handed out for the object: the same request under the same key is
@@ -142,8 +121,8 @@ async fn create_stores_the_token_in_an_owned_secret_then_applies_status_once() {
         status.token_secret_name.as_deref(),
         Some("uid-new-pty-token")
     );
-    assert_eq!(condition(&status, "TokenStored"), ("True", "Stored"));
-    let sessions = owned(&daemon, "uid-new").await;
+    assert_eq!(pty_condition(&status, "TokenStored"), ("True", "Stored"));
+    let sessions = daemon.owned_sessions("uid-new").await;
     assert_eq!(sessions.len(), 1);
     assert_eq!(
         status.session_id.as_deref(),
@@ -164,7 +143,7 @@ async fn create_stores_the_token_in_an_owned_secret_then_applies_status_once() {
     let calls = reconcile_once(&obj, &daemon, CoreApi::Served).await;
     assert!(calls.is_empty(), "{calls:#?}");
     assert_eq!(
-        owned(&daemon, "uid-new").await.len(),
+        daemon.owned_sessions("uid-new").await.len(),
         1,
         "no second session"
     );
@@ -184,7 +163,7 @@ async fn a_token_that_cannot_be_stored_is_said_in_a_condition() {
     assert_eq!(status.phase, Some(PtyPhase::Active));
     assert_eq!(status.token_secret_name, None);
     assert_eq!(
-        condition(&status, "TokenStored"),
+        pty_condition(&status, "TokenStored"),
         ("False", "SecretsNotServed")
     );
     assert_eq!(calls[2].uri, "/api/v1/namespaces/default/events?");
@@ -206,7 +185,7 @@ async fn crash_after_create_adopts_and_recovers_the_token() {
     let status = assert_status_apply(&calls[1], "uid-adopt");
     assert_eq!(status.phase, Some(PtyPhase::Active));
     assert_eq!(
-        owned(&daemon, "uid-adopt").await.len(),
+        daemon.owned_sessions("uid-adopt").await.len(),
         1,
         "adopted, not re-created"
     );
@@ -228,7 +207,7 @@ async fn resize_applies_the_observed_size_once() {
     let status = assert_status_apply(&calls[0], "uid-resize");
     assert_eq!((status.rows, status.cols), (Some(50), Some(132)));
     assert_eq!(status.observed_generation, Some(2));
-    let live = &owned(&daemon, "uid-resize").await[0];
+    let live = &daemon.owned_sessions("uid-resize").await[0];
     assert_eq!((live.rows, live.cols), (50, 132));
 }
 
@@ -254,7 +233,7 @@ async fn deletion_kills_the_session_then_removes_the_finalizer() {
             .any(|op| op["op"] == "remove" && op["path"] == "/metadata/finalizers/0"),
         "{ops:?}"
     );
-    let sessions = owned(&daemon, "uid-del").await;
+    let sessions = daemon.owned_sessions("uid-del").await;
     assert!(sessions.iter().all(|s| !s.is_alive), "{sessions:?}");
     eventually(
         std::time::Duration::from_secs(10),

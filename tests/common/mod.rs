@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sandbox_operator::api::PtySessionStatus;
 use sandbox_operator::client::Client;
-use sandbox_operator::wire::{ProcessInfo, StartProcessRequest};
+use sandbox_operator::controller::daemons::OWNER_UID_LABEL;
+use sandbox_operator::wire::{ProcessInfo, PtySessionInfo, StartProcessRequest};
 
 pub const TOKEN: &str = "test-token-0123456789";
 
@@ -76,6 +78,17 @@ impl Daemon {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The PTY sessions the operator created for the object with `uid` (its owner label).
+    pub async fn owned_sessions(&self, uid: &str) -> Vec<PtySessionInfo> {
+        self.client
+            .list_ptys()
+            .await
+            .expect("list sessions")
+            .into_iter()
+            .filter(|s| s.labels.get(OWNER_UID_LABEL).map(String::as_str) == Some(uid))
+            .collect()
     }
 
     /// Starts `command args...` and returns its info.
@@ -245,4 +258,13 @@ pub fn zombie_children(ppid: i32) -> Vec<i32> {
         .filter(|(_, st, pp, _)| *pp == ppid && st == "Z")
         .map(|(p, ..)| p)
         .collect()
+}
+
+/// A PtySession condition's (status, reason); empty when it is absent.
+pub fn pty_condition<'a>(s: &'a PtySessionStatus, type_: &str) -> (&'a str, &'a str) {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+        .unwrap_or_default()
 }
